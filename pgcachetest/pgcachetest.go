@@ -16,6 +16,10 @@ const (
 	EnvRedisImage    = "PGCACHE_TEST_REDIS_IMAGE"    // default: redis:7
 	EnvDatabaseURL   = "PGCACHE_TEST_DATABASE_URL"   // an existing server instead of a container
 	EnvRedisURL      = "PGCACHE_TEST_REDIS_URL"      // an existing Redis instead of a container
+	// EnvRunID labels the containers of one test run (pgcache.test.run=<id>) so a
+	// script can remove what a killed test binary left behind without touching
+	// the containers of other runs.
+	EnvRunID = "PGCACHE_TEST_RUN_ID"
 )
 
 // Default images, used when the environment names none.
@@ -116,4 +120,9 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// containerLabels marks a container as pgcache's, of which server and which run.
+func containerLabels(server string) map[string]string {
+	return map[string]string{"pgcache.test": server, "pgcache.test.run": os.Getenv(EnvRunID)}
 }

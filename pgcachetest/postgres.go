@@ -61,7 +61,7 @@ func StartPostgres(ctx context.Context, settings ...string) (*Postgres, error) {
 		tcpostgres.WithUsername("postgres"),
 		tcpostgres.WithPassword("postgres"),
 		testcontainers.WithCmdArgs(args...),
-		testcontainers.WithLabels(map[string]string{"pgcache.test": "postgres"}),
+		testcontainers.WithLabels(containerLabels("postgres")),
 		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 			hc.PortBindings = network.PortMap{
 				network.MustParsePort("5432/tcp"): {{HostPort: strconv.Itoa(port)}},

@@ -32,7 +32,7 @@ func StartRedis(ctx context.Context) (*Redis, error) {
 	}
 	image := envOr(EnvRedisImage, DefaultRedisImage)
 	c, err := tcredis.Run(ctx, image,
-		testcontainers.WithLabels(map[string]string{"pgcache.test": "redis"}),
+		testcontainers.WithLabels(containerLabels("redis")),
 		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 			hc.PortBindings = network.PortMap{
 				network.MustParsePort("6379/tcp"): {{HostPort: strconv.Itoa(port)}},

@@ -36,9 +36,13 @@ if [ -z "${PGCACHE_TEST_DATABASE_URL:-}" ] || [ -z "${PGCACHE_TEST_REDIS_URL:-}"
 	fi
 fi
 
-# Removes containers left by test binaries that were killed before their cleanup ran.
+# Containers of this run carry its id, so the sweep below leaves other runs alone.
+export PGCACHE_TEST_RUN_ID="${PGCACHE_TEST_RUN_ID:-$$-$RANDOM}"
+
+# Removes containers left by this run's test binaries if they were killed before
+# their own cleanup ran.
 pgcache_sweep_containers() {
 	local ids
-	ids=$(docker ps -aq --filter label=pgcache.test 2>/dev/null || true)
+	ids=$(docker ps -aq --filter "label=pgcache.test.run=$PGCACHE_TEST_RUN_ID" 2>/dev/null || true)
 	[ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
 }
