@@ -1,0 +1,93 @@
+package driver
+
+import (
+	"context"
+	"database/sql"
+	sqldriver "database/sql/driver"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Connector is pgcache's database/sql connector: it makes pgx connections and wraps
+// them so pgcache sees every statement. One Connector serves one *sql.DB; Close
+// (called by (*sql.DB).Close) releases what it holds.
+type Connector struct {
+	driver *Driver
+	cfg    *Config
+	base   sqldriver.Connector // pgx's connector
+}
+
+var (
+	_ sqldriver.Connector = (*Connector)(nil)
+	_ io.Closer           = (*Connector)(nil)
+)
+
+// NewConnector returns a connector for cfg, which it copies: later changes to cfg
+// have no effect. Use it with sql.OpenDB, or call OpenDB.
+func NewConnector(cfg *Config) (*Connector, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cfg.dsn = "" // the ConnConfig, possibly changed by the caller, is what counts
+	return build(&Driver{}, cfg)
+}
+
+// OpenDB opens a *sql.DB over a new connector for cfg.
+func OpenDB(cfg *Config) (*sql.DB, error) {
+	c, err := NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(c), nil
+}
+
+// newConnector serves sql.Open: cfg came from ParseConfig.
+func newConnector(d *Driver, cfg *Config) (*Connector, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return build(d, cfg)
+}
+
+func build(d *Driver, cfg *Config) (*Connector, error) {
+	c := &Connector{driver: d, cfg: cfg}
+	if cfg.dsn != "" {
+		// From a DSN: let pgx's own connector parse it for each connection, exactly
+		// as sql.Open("pgx", dsn) does.
+		base, err := stdlib.GetDefaultDriver().(sqldriver.DriverContext).OpenConnector(cfg.dsn)
+		if err != nil {
+			return nil, fmt.Errorf("pgcache: %w", err)
+		}
+		c.base = base
+	} else {
+		c.base = stdlib.GetConnector(*cfg.ConnConfig, cfg.StdlibOptions...)
+	}
+	return c, nil
+}
+
+// Connect opens a new connection, with pgx's errors unchanged.
+func (c *Connector) Connect(ctx context.Context) (sqldriver.Conn, error) {
+	bc, err := c.base.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := bc.(*stdlib.Conn)
+	if !ok {
+		_ = bc.Close()
+		return nil, fmt.Errorf("pgcache: pgx returned an unexpected connection type %T", bc)
+	}
+	return &Conn{base: sc, connector: c}, nil
+}
+
+// Driver returns the pgcache driver.
+func (c *Connector) Driver() sqldriver.Driver { return c.driver }
+
+// Close releases what the connector holds. Connections already handed to
+// database/sql are closed by database/sql.
+func (c *Connector) Close() error {
+	return nil
+}
