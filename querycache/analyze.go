@@ -133,11 +133,11 @@ type planKey struct {
 // stmtEntry is a statement's catalog-free analysis with the plans that do not depend
 // on the session's catalog, built once.
 type stmtEntry struct {
-	st       *stmt
-	refused  *Plan // non-nil when the text alone decides
-	inTx     *Plan
-	temp     *Plan
-	offline  *Plan
+	st      *stmt
+	refused *Plan // non-nil when the text alone decides
+	inTx    *Plan
+	temp    *Plan
+	offline *Plan
 }
 
 // NewAnalyzer returns an Analyzer, or an error naming every invalid Config field.
@@ -283,9 +283,9 @@ func (a *Analyzer) catalog(id Identity) *catalogCache {
 // lru is a bounded map that forgets its least recently used entry. Not safe for
 // concurrent use: the Analyzer holds its lock around it.
 type lru[K comparable, V any] struct {
-	max   int
-	m     map[K]*lruNode[K, V]
-	head  lruNode[K, V] // sentinel: head.next is the most recent
+	max  int
+	m    map[K]*lruNode[K, V]
+	head lruNode[K, V] // sentinel: head.next is the most recent
 }
 
 type lruNode[K comparable, V any] struct {

@@ -26,9 +26,9 @@ type relInfo struct {
 	persistence byte // pg_class.relpersistence
 	rowSecurity bool
 	columns     map[string]colInfo
-	primaryKey  []string    // sorted; nil without a primary key
-	descendants []*relInfo  // inheritance children and partitions, all levels
-	viewDef     string      // views: pg_get_viewdef
+	primaryKey  []string   // sorted; nil without a primary key
+	descendants []*relInfo // inheritance children and partitions, all levels
+	viewDef     string     // views: pg_get_viewdef
 }
 
 // system reports whether the relation is in a schema logical replication never
