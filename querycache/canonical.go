@@ -132,12 +132,9 @@ func canonicalArg(c ValueClass, v any, depth int) (Canonical, bool) {
 		return canonicalString(c, x)
 	case []byte:
 		switch c {
-		case ClassText, ClassEnum:
-			if x == nil {
-				return NullCanonical, true
-			}
-			return canon(string(x)), true
-		case ClassBytea:
+		case ClassText, ClassBytea:
+			// Not ClassEnum: pgx sends []byte to an enum parameter as bytea
+			// text ("\x6f6b"), which is not the label.
 			if x == nil {
 				return NullCanonical, true
 			}
