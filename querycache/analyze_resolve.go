@@ -690,6 +690,9 @@ func offlinePlan(st *stmt, base Plan) *Plan {
 			continue
 		}
 		pr := preds[occ]
+		if pr == nil && len(c.values) > base.maxTags {
+			continue
+		}
 		if pr == nil {
 			pr = &Predicate{Tuples: [][]ValueSource{nil}}
 			preds[occ] = pr
@@ -709,6 +712,9 @@ func offlinePlan(st *stmt, base Plan) *Plan {
 			default:
 				vals = append(vals, ValueSource{Kind: ValueConst, Value: canon(v.text)})
 			}
+		}
+		if len(pr.Tuples)*len(vals) > base.maxTags {
+			continue // as the catalog-checked plan does: fewer columns, never more tuples
 		}
 		pr.Columns = append(pr.Columns, Column{Name: col})
 		var next [][]ValueSource
