@@ -12,7 +12,7 @@ import (
 )
 
 // fakeCatalog answers every name, so the fuzzer reaches resolution without a server:
-// any relation is a table (id bigint primary key, name text, at timestamptz) unless
+// any relation is a table (id bigint primary key, name, email text, org_id int, at, deleted_at timestamptz) unless
 // its name says otherwise, and functions are immutable unless named like volatile ones.
 type fakeCatalog struct{}
 
@@ -25,9 +25,12 @@ func (fakeCatalog) relations(_ context.Context, names []qname) (map[qname]*relIn
 		}
 		r := &relInfo{found: true, oid: 1, rel: Relation{Schema: schema, Name: n.name}, kind: 'r', persistence: 'p',
 			columns: map[string]colInfo{
-				"id":   {typeOID: oidInt8, class: ClassInt},
-				"name": {typeOID: oidText, class: ClassText},
-				"at":   {typeOID: oidTimestamptz, class: ClassTimestamptz, dateTime: true},
+				"id":         {typeOID: oidInt8, class: ClassInt},
+				"name":       {typeOID: oidText, class: ClassText},
+				"at":         {typeOID: oidTimestamptz, class: ClassTimestamptz, dateTime: true},
+				"email":      {typeOID: oidText, class: ClassText},
+				"org_id":     {typeOID: oidInt4, class: ClassInt},
+				"deleted_at": {typeOID: oidTimestamptz, class: ClassTimestamptz, dateTime: true},
 			},
 			primaryKey: []string{"id"},
 		}
@@ -58,8 +61,10 @@ func (fakeCatalog) functions(_ context.Context, names []qname) (map[qname]funcIn
 func (fakeCatalog) operators(_ context.Context, names []qname) (map[qname][]opOverload, error) {
 	out := map[qname][]opOverload{}
 	for _, n := range names {
-		out[n] = []opOverload{{left: oidText, right: oidText, result: oidText, volatility: 'i', proc: "f", schema: "pg_catalog"},
-			{left: oidInt8, right: oidText, result: oidText, volatility: 's', proc: "g", schema: "pg_catalog"}}
+		out[n] = []opOverload{{left: oidText, right: oidText, result: oidText, volatility: 'i', proc: "f", schema: "pg_catalog"}}
+		if n.name == "||" {
+			out[n] = append(out[n], opOverload{left: oidInt8, right: oidText, result: oidText, volatility: 's', proc: "g", schema: "pg_catalog"})
+		}
 	}
 	return out, nil
 }
