@@ -236,6 +236,9 @@ func (a *Analyzer) statement(sql string) *stmtEntry {
 		textHash:    st.textHash,
 		maxTags:     a.cfg.MaxTags,
 	}
+	if st.directiveErr != nil {
+		base.DirectiveError = st.directiveErr.Error()
+	}
 	if st.reason != ReasonNone {
 		p := base
 		p.Reason, p.Detail = st.reason, st.detail

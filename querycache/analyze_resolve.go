@@ -75,6 +75,9 @@ func (r *resolver) plan(st *stmt) (*Plan, error) {
 		textHash:    st.textHash,
 		maxTags:     r.a.cfg.MaxTags,
 	}
+	if st.directiveErr != nil {
+		p.DirectiveError = st.directiveErr.Error()
+	}
 	if r.reason == ReasonNone && len(r.order) == 0 {
 		r.refuse(ReasonNoRelations, "")
 	}

@@ -30,6 +30,8 @@ type Plan struct {
 	// /* pgcache:ttl=30s */); TTL is 0 when the statement sets none.
 	Off bool
 	TTL time.Duration
+	// DirectiveError describes a malformed directive (ignored), "" if none.
+	DirectiveError string
 
 	// Reads is the read set: every base relation the statement can read, sorted,
 	// with what an entry depends on in each. Empty unless Cacheable (or
@@ -284,6 +286,9 @@ func (p *Plan) Explain() string {
 	}
 	if p.TTL > 0 {
 		fmt.Fprintf(&b, "directive: ttl=%s\n", p.TTL)
+	}
+	if p.DirectiveError != "" {
+		fmt.Fprintf(&b, "directive ignored: %s\n", p.DirectiveError)
 	}
 	if p.CreatesTemp {
 		b.WriteString("creates a temporary object: later statements of the session are not cached\n")

@@ -191,6 +191,9 @@ func TestDirectives(t *testing.T) {
 	if p.TTL.Minutes() != 90 || p.Off {
 		t.Fatalf("%+v", p)
 	}
+	if p := a.Offline("SELECT 1 /* pgcache:ttl=banana */"); p.TTL != 0 || !strings.Contains(p.DirectiveError, "banana") {
+		t.Fatalf("malformed ttl: %+v", p)
+	}
 	if p := a.Offline("SELECT 'pgcache:off'"); p.Off {
 		t.Fatal("a directive inside a string literal")
 	}
