@@ -1,0 +1,129 @@
+package querycache
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// fakeCatalog answers every name, so the fuzzer reaches resolution without a server:
+// any relation is a table (id bigint primary key, name, email text, org_id int, at, deleted_at timestamptz) unless
+// its name says otherwise, and functions are immutable unless named like volatile ones.
+type fakeCatalog struct{}
+
+func (fakeCatalog) relations(_ context.Context, names []qname) (map[qname]*relInfo, error) {
+	out := map[qname]*relInfo{}
+	for _, n := range names {
+		schema := n.schema
+		if schema == "" {
+			schema = "public"
+		}
+		r := &relInfo{found: true, oid: 1, rel: Relation{Schema: schema, Name: n.name}, kind: 'r', persistence: 'p',
+			columns: map[string]colInfo{
+				"id":         {typeOID: oidInt8, class: ClassInt},
+				"name":       {typeOID: oidText, class: ClassText},
+				"at":         {typeOID: oidTimestamptz, class: ClassTimestamptz, dateTime: true},
+				"email":      {typeOID: oidText, class: ClassText},
+				"org_id":     {typeOID: oidInt4, class: ClassInt},
+				"deleted_at": {typeOID: oidTimestamptz, class: ClassTimestamptz, dateTime: true},
+			},
+			primaryKey: []string{"id"},
+		}
+		switch {
+		case strings.HasPrefix(n.name, "v"):
+			r.kind, r.viewDef = 'v', "SELECT * FROM base_"+n.name+" WHERE id = 1"
+		case strings.HasPrefix(n.name, "s"):
+			r.kind = 'S'
+		case strings.HasPrefix(n.name, "p"):
+			r.kind = 'p'
+			r.descendants = []*relInfo{{found: true, rel: Relation{Schema: schema, Name: n.name + "_1"}, kind: 'r', persistence: 'p'}}
+		case strings.HasPrefix(n.name, "x"):
+			r.found = false
+		}
+		out[n] = r
+	}
+	return out, nil
+}
+
+func (fakeCatalog) functions(_ context.Context, names []qname) (map[qname]funcInfo, error) {
+	out := map[qname]funcInfo{}
+	for _, n := range names {
+		out[n] = funcInfo{overloads: 1, allImmutable: !strings.Contains(n.name, "now") && !strings.Contains(n.name, "rand")}
+	}
+	return out, nil
+}
+
+func (fakeCatalog) operators(_ context.Context, names []qname) (map[qname][]opOverload, error) {
+	out := map[qname][]opOverload{}
+	for _, n := range names {
+		out[n] = []opOverload{{left: oidText, right: oidText, result: oidText, volatility: 'i', proc: "f", schema: "pg_catalog"}}
+		if n.name == "||" {
+			out[n] = append(out[n], opOverload{left: oidInt8, right: oidText, result: oidText, volatility: 's', proc: "g", schema: "pg_catalog"})
+		}
+	}
+	return out, nil
+}
+
+func (fakeCatalog) types(_ context.Context, names []qname) (map[qname]typeInfo, error) {
+	out := map[qname]typeInfo{}
+	for _, n := range names {
+		out[n] = typeInfo{found: true, oid: oidText, class: ClassText, dateTime: n.name == "date"}
+	}
+	return out, nil
+}
+
+// noConn stands for a connection; the fake catalog never uses it.
+type noConn struct{}
+
+func (noConn) Query(context.Context, string, ...any) (pgx.Rows, error) {
+	return nil, errors.New("no connection")
+}
+
+func FuzzAnalyze(f *testing.F) {
+	data, err := os.ReadFile("testdata/corpus.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "=> ") {
+			f.Add(line)
+		}
+	}
+	a, err := NewAnalyzer(Config{MaxPlans: 64, MaxStatements: 64})
+	if err != nil {
+		f.Fatal(err)
+	}
+	a.source = func(*Session) catalogSource { return fakeCatalog{} }
+	sess := &Session{Conn: noConn{}, Identity: Identity{Database: "fuzz"}}
+	argSets := [][]driver.NamedValue{nil, {{Ordinal: 1, Value: int64(1)}, {Ordinal: 2, Value: "x"}, {Ordinal: 3, Value: []int64{1, 2}}}}
+	f.Fuzz(func(t *testing.T, sql string) {
+		p, err := a.Plan(context.Background(), sess, sql)
+		if err != nil {
+			t.Fatalf("Plan: %v", err)
+		}
+		if p.Cacheable && len(p.Reads) == 0 {
+			t.Fatalf("cacheable plan without a read set: %q", sql)
+		}
+		if p.Cacheable != (p.Reason == ReasonNone) {
+			t.Fatalf("Cacheable %v with reason %s", p.Cacheable, p.Reason)
+		}
+		off := a.Offline(sql)
+		if off.Cacheable {
+			t.Fatalf("catalog-free plan is cacheable: %q", sql)
+		}
+		_ = p.Explain() + p.Summary() + off.Explain()
+		for _, args := range argSets {
+			tags := p.Tags(args)
+			if p.Cacheable && len(tags) < len(p.Reads) {
+				t.Fatalf("%d tags for %d reads", len(tags), len(p.Reads))
+			}
+			p.Key(&sess.Identity, args)
+		}
+		_ = p.Schemes()
+	})
+}

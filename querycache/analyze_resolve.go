@@ -1,0 +1,769 @@
+package querycache
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// This file is the second half of the analysis: a statement's names resolved with a
+// session's catalog into a Plan.
+
+// Type OIDs of literals as the parser types them.
+const (
+	oidUnknown = 705
+)
+
+// settingsOnlyOperators are built-in operator functions that are STABLE only because
+// they depend on TimeZone (comparisons across date, timestamp and timestamptz, and
+// timestamptz arithmetic). Identity.Settings carries TimeZone, so with the key they
+// are as good as immutable.
+var settingsOnlyOperators = func() map[string]bool {
+	m := map[string]bool{"timestamptz_pl_interval": true, "timestamptz_mi_interval": true, "interval_pl_timestamptz": true}
+	for _, cmp := range []string{"eq", "ne", "lt", "le", "gt", "ge"} {
+		for _, pair := range [][2]string{{"date", "timestamptz"}, {"timestamptz", "date"}, {"timestamp", "timestamptz"}, {"timestamptz", "timestamp"}} {
+			m[pair[0]+"_"+cmp+"_"+pair[1]] = true
+		}
+	}
+	return m
+}()
+
+type resolver struct {
+	a     *Analyzer
+	ctx   context.Context
+	cache *catalogCache
+	src   catalogSource
+
+	reads  map[Relation]*readAcc
+	order  []Relation
+	reason Reason
+	detail string
+}
+
+type readAcc struct {
+	wide  bool
+	preds []Predicate
+}
+
+// occScope is one analyzed statement with its resolved relations, for column and
+// operand resolution.
+type occScope struct {
+	st   *stmt
+	rels []*relInfo // per occurrence
+}
+
+func (r *resolver) refuse(reason Reason, detail string) {
+	if r.reason == ReasonNone {
+		r.reason, r.detail = reason, detail
+	}
+}
+
+// plan resolves a statement whose text raised no objection.
+func (r *resolver) plan(st *stmt) (*Plan, error) {
+	r.reads = map[Relation]*readAcc{}
+	if err := r.resolve(st, 0, false); err != nil {
+		return nil, err
+	}
+	p := &Plan{
+		Fingerprint: st.fingerprint,
+		Off:         st.directives.Off,
+		TTL:         st.directives.TTL,
+		CreatesTemp: st.createsTemp,
+		textHash:    st.textHash,
+		maxTags:     r.a.cfg.MaxTags,
+	}
+	if st.directiveErr != nil {
+		p.DirectiveError = st.directiveErr.Error()
+	}
+	if r.reason == ReasonNone && len(r.order) == 0 {
+		r.refuse(ReasonNoRelations, "")
+	}
+	if r.reason == ReasonNone && len(r.order) > r.a.cfg.MaxRelations {
+		r.refuse(ReasonUnsupported, fmt.Sprintf("reads %d relations (more than %d)", len(r.order), r.a.cfg.MaxRelations))
+	}
+	if r.reason != ReasonNone {
+		p.Reason, p.Detail = r.reason, r.detail
+		return p, nil
+	}
+	p.Cacheable = true
+	sort.Slice(r.order, func(i, j int) bool { return r.order[i].String() < r.order[j].String() })
+	for _, rel := range r.order {
+		acc := r.reads[rel]
+		if acc.wide {
+			p.Reads = append(p.Reads, Read{Relation: rel, Wide: true})
+		} else {
+			p.Reads = append(p.Reads, Read{Relation: rel, Predicates: acc.preds})
+		}
+	}
+	return p, nil
+}
+
+// resolve checks one statement (the user's, or a view's definition when depth > 0)
+// and adds its relations to the read set. forceWide: predicates do not apply (a
+// view's base relations).
+func (r *resolver) resolve(st *stmt, depth int, forceWide bool) error {
+	if st.reason != ReasonNone {
+		r.refuse(st.reason, st.detail)
+		return nil
+	}
+	// Load everything the statement names, one query per kind.
+	var relNames, funcNames, opNames, typeNames []qname
+	for _, o := range st.occs {
+		relNames = appendName(relNames, o.name)
+	}
+	funcNames = append(funcNames, st.funcs...)
+	for _, u := range st.ops {
+		opNames = appendName(opNames, u.name)
+	}
+	for _, c := range st.casts {
+		typeNames = appendName(typeNames, c.typ)
+	}
+	for _, c := range st.conjuncts {
+		for _, v := range c.values {
+			if v.cast != nil {
+				typeNames = appendName(typeNames, *v.cast)
+			}
+		}
+	}
+	ttl, max := r.a.cfg.CatalogTTL, r.a.cfg.MaxCatalogEntries
+	rels, err := lookup(r.ctx, r.cache, func(c *catalogCache) map[qname]cached[*relInfo] { return c.rels }, relNames, ttl, max, r.src.relations)
+	if err != nil {
+		return err
+	}
+	funcs, err := lookup(r.ctx, r.cache, func(c *catalogCache) map[qname]cached[funcInfo] { return c.funcs }, funcNames, ttl, max, r.src.functions)
+	if err != nil {
+		return err
+	}
+	ops, err := lookup(r.ctx, r.cache, func(c *catalogCache) map[qname]cached[[]opOverload] { return c.ops }, opNames, ttl, max, r.src.operators)
+	if err != nil {
+		return err
+	}
+	types, err := lookup(r.ctx, r.cache, func(c *catalogCache) map[qname]cached[typeInfo] { return c.types }, typeNames, ttl, max, r.src.types)
+	if err != nil {
+		return err
+	}
+
+	sc := &occScope{st: st, rels: make([]*relInfo, len(st.occs))}
+	for i, o := range st.occs {
+		sc.rels[i] = rels[o.name]
+	}
+
+	for _, f := range st.funcs {
+		info := funcs[f]
+		switch {
+		case info.overloads == 0:
+			r.refuse(ReasonUnknownObject, "function "+f.String())
+		case !info.allImmutable:
+			r.refuse(ReasonVolatileFunction, f.String())
+		}
+	}
+	for _, u := range st.ops {
+		r.checkOperator(sc, u, ops, types)
+	}
+	for _, c := range st.casts {
+		r.checkCast(sc, c, types)
+	}
+
+	// Relations, and the predicates on each occurrence.
+	preds := r.occurrencePredicates(sc, types)
+	for i, o := range st.occs {
+		info := sc.rels[i]
+		if info == nil || !info.found {
+			r.refuse(ReasonUnknownObject, "relation "+o.name.String())
+			continue
+		}
+		if !r.checkRelation(info) {
+			continue
+		}
+		if st.bareStrings {
+			for name, col := range info.columns {
+				if col.regType {
+					r.refuse(ReasonVolatileCast, fmt.Sprintf("string literal may be read as %s.%s, of a reg* type", info.rel, name))
+				}
+			}
+		}
+		switch info.kind {
+		case 'v':
+			if depth >= r.a.cfg.MaxViewDepth {
+				r.refuse(ReasonView, fmt.Sprintf("%s: views nested deeper than %d", info.rel, r.a.cfg.MaxViewDepth))
+				continue
+			}
+			view := r.a.statement(info.viewDef).st
+			if view.reason != ReasonNone {
+				r.refuse(ReasonView, fmt.Sprintf("%s: %s", info.rel, view.reason))
+				continue
+			}
+			if err := r.resolve(view, depth+1, true); err != nil {
+				return err
+			}
+		case 'r', 'p':
+			pred := preds[i]
+			if forceWide {
+				pred = nil
+			}
+			r.addRead(info, pred)
+			if o.inh {
+				for _, d := range info.descendants {
+					if r.checkRelation(d) {
+						r.addRead(d, pred)
+					}
+				}
+			}
+		default:
+			r.refuse(ReasonUnsupported, fmt.Sprintf("%s: relation kind %q", info.rel, info.kind))
+		}
+	}
+	return nil
+}
+
+func appendName(names []qname, n qname) []qname {
+	if containsName(names, n) {
+		return names
+	}
+	return append(names, n)
+}
+
+// checkRelation refuses relations whose changes the cache cannot see.
+func (r *resolver) checkRelation(info *relInfo) bool {
+	name := info.rel.String()
+	switch {
+	case info.system():
+		r.refuse(ReasonSystemCatalog, name)
+	case info.persistence == 't':
+		r.refuse(ReasonTemporaryTable, name)
+	case info.persistence == 'u':
+		r.refuse(ReasonUnloggedTable, name)
+	case info.kind == 'f':
+		r.refuse(ReasonForeignTable, name)
+	case info.kind == 'S':
+		r.refuse(ReasonSequence, name)
+	case info.kind == 'm':
+		r.refuse(ReasonMaterializedView, name)
+	case info.rowSecurity:
+		r.refuse(ReasonRowSecurity, name)
+	case info.kind != 'v' && r.a.cfg.Published != nil && !r.a.cfg.Published(info.rel):
+		r.refuse(ReasonNotPublished, name)
+	default:
+		return true
+	}
+	return false
+}
+
+// addRead adds a reading of a relation: with a predicate, or wide (pred nil).
+func (r *resolver) addRead(info *relInfo, pred *Predicate) {
+	acc, ok := r.reads[info.rel]
+	if !ok {
+		acc = &readAcc{}
+		r.reads[info.rel] = acc
+		r.order = append(r.order, info.rel)
+	}
+	if pred == nil {
+		acc.wide, acc.preds = true, nil
+		return
+	}
+	if acc.wide {
+		return
+	}
+	for _, p := range acc.preds {
+		if predicateEqual(p, *pred) {
+			return
+		}
+	}
+	acc.preds = append(acc.preds, *pred)
+}
+
+func predicateEqual(a, b Predicate) bool {
+	return slices.Equal(a.Columns, b.Columns) && slices.EqualFunc(a.Tuples, b.Tuples, func(x, y []ValueSource) bool { return slices.Equal(x, y) })
+}
+
+// findColumn resolves a column reference at a level to an occurrence, as
+// PostgreSQL would: -1 when it is not a column of exactly one relation of the level
+// (an outer reference, an ambiguous name, a column of a subquery or function).
+func findColumn(sc *occScope, lvl int, fields []string, offline bool) (int, string) {
+	if lvl < 0 || lvl >= len(sc.st.levels) {
+		return -1, ""
+	}
+	L := sc.st.levels[lvl]
+	col := fields[len(fields)-1]
+	found := -1
+	switch len(fields) {
+	case 1:
+		if offline {
+			if len(L.items) == 1 && L.items[0].occ >= 0 {
+				return L.items[0].occ, col
+			}
+			return -1, ""
+		}
+		for _, it := range L.items {
+			if it.occ < 0 {
+				return -1, "" // a subquery or function may have the column: unknown
+			}
+			info := sc.rels[it.occ]
+			if info == nil || !info.found {
+				return -1, ""
+			}
+			if _, ok := info.columns[col]; ok {
+				if found >= 0 {
+					return -1, "" // ambiguous (or merged by USING)
+				}
+				found = it.occ
+			}
+		}
+	case 2:
+		for _, it := range L.items {
+			if it.binding == fields[0] {
+				if found >= 0 || it.occ < 0 {
+					return -1, ""
+				}
+				found = it.occ
+			}
+		}
+	case 3:
+		for _, it := range L.items {
+			if it.occ < 0 {
+				continue
+			}
+			o := sc.st.occs[it.occ]
+			if o.aliased || o.name.name != fields[1] {
+				continue
+			}
+			schema := o.name.schema
+			if info := sc.rels[it.occ]; schema == "" && info != nil {
+				schema = info.rel.Schema
+			}
+			if schema == fields[0] {
+				if found >= 0 {
+					return -1, ""
+				}
+				found = it.occ
+			}
+		}
+	}
+	if found < 0 {
+		return -1, ""
+	}
+	if !offline {
+		info := sc.rels[found]
+		if info == nil || !info.found {
+			return -1, ""
+		}
+		if _, ok := info.columns[col]; !ok {
+			return -1, ""
+		}
+	}
+	return found, col
+}
+
+// occurrencePredicates turns the statement's conjuncts into one predicate per
+// occurrence (nil: wide).
+func (r *resolver) occurrencePredicates(sc *occScope, types map[qname]typeInfo) []*Predicate {
+	type colPred struct {
+		class  ValueClass
+		values []ValueSource
+	}
+	perOcc := make([]map[string]colPred, len(sc.st.occs))
+	for _, c := range sc.st.conjuncts {
+		occ, col := findColumn(sc, c.level, c.fields, false)
+		if occ < 0 {
+			continue
+		}
+		var t *target
+		for i := range c.targets {
+			if c.targets[i].occ == occ {
+				t = &c.targets[i]
+			}
+		}
+		if t == nil || (c.kind == predIsNull && !t.allowIsNull) {
+			continue
+		}
+		info := sc.rels[occ]
+		ci := info.columns[col]
+		if ci.class == ClassNone {
+			continue
+		}
+		if perOcc[occ] == nil {
+			perOcc[occ] = map[string]colPred{}
+		}
+		if _, seen := perOcc[occ][col]; seen {
+			continue // the first conjunct on a column is enough
+		}
+		values, ok := predicateValues(c, ci.class, types)
+		if !ok {
+			continue
+		}
+		perOcc[occ][col] = colPred{class: ci.class, values: values}
+	}
+	out := make([]*Predicate, len(sc.st.occs))
+	for i, cols := range perOcc {
+		if len(cols) == 0 {
+			continue
+		}
+		names := make([]string, 0, len(cols))
+		for n := range cols {
+			names = append(names, n)
+		}
+		// A primary key fully covered decides the row: its columns are enough,
+		// and schemes over the key are the ones invalidate always has old values for.
+		if pk := sc.rels[i].primaryKey; len(pk) > 0 && subset(pk, names) {
+			names = slices.Clone(pk)
+		}
+		sort.Strings(names)
+		total := 1
+		for _, n := range names {
+			total *= len(cols[n].values)
+		}
+		if total > r.a.cfg.MaxTags {
+			continue
+		}
+		p := &Predicate{}
+		lists := make([][]ValueSource, len(names))
+		for j, n := range names {
+			p.Columns = append(p.Columns, Column{Name: n, Class: cols[n].class})
+			lists[j] = cols[n].values
+		}
+		p.Tuples = crossProduct(lists)
+		out[i] = p
+	}
+	return out
+}
+
+func subset(small, big []string) bool {
+	for _, s := range small {
+		if !slices.Contains(big, s) {
+			return false
+		}
+	}
+	return true
+}
+
+func crossProduct(lists [][]ValueSource) [][]ValueSource {
+	out := [][]ValueSource{nil}
+	for _, l := range lists {
+		var next [][]ValueSource
+		for _, prefix := range out {
+			for _, v := range l {
+				t := append(slices.Clone(prefix), v)
+				next = append(next, t)
+			}
+		}
+		out = next
+	}
+	return out
+}
+
+// predicateValues converts a conjunct's values for a column of class c. A literal
+// that does not canonicalize with certainty, or a cast to a type of another class,
+// makes the conjunct unusable.
+func predicateValues(c *conjunct, class ValueClass, types map[qname]typeInfo) ([]ValueSource, bool) {
+	var out []ValueSource
+	for _, v := range c.values {
+		if v.cast != nil {
+			t := types[*v.cast]
+			if !t.found || t.class != class {
+				return nil, false
+			}
+		}
+		switch v.kind {
+		case valParam:
+			if c.kind == predAny {
+				out = append(out, ValueSource{Kind: ValueParamArray, Param: v.param})
+			} else {
+				out = append(out, ValueSource{Kind: ValueParam, Param: v.param})
+			}
+		case valNull:
+			out = append(out, ValueSource{Kind: ValueNull})
+		case valInt:
+			if class != ClassInt && class != ClassNumeric {
+				return nil, false
+			}
+			cv, ok := CanonicalText(class, v.text)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, ValueSource{Kind: ValueConst, Value: cv})
+		case valNumeric:
+			if class != ClassNumeric {
+				return nil, false
+			}
+			cv, ok := CanonicalText(class, v.text)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, ValueSource{Kind: ValueConst, Value: cv})
+		case valString:
+			cv, ok := canonicalString(class, v.text)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, ValueSource{Kind: ValueConst, Value: cv})
+		case valBool:
+			if class != ClassBool {
+				return nil, false
+			}
+			out = append(out, ValueSource{Kind: ValueConst, Value: canon(v.text)})
+		default:
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+// checkOperator refuses an operator use that may run a function that is not
+// immutable. Overloads that are immutable, or only depend on settings in the key,
+// are fine; otherwise the use's operand types must pick an immutable overload.
+func (r *resolver) checkOperator(sc *occScope, u *opUse, ops map[qname][]opOverload, types map[qname]typeInfo) {
+	overloads := ops[u.name]
+	if len(overloads) == 0 {
+		r.refuse(ReasonUnknownObject, "operator "+u.name.String())
+		return
+	}
+	risky := false
+	for _, o := range overloads {
+		if !overloadSafe(o) {
+			risky = true
+		}
+	}
+	if !risky {
+		return
+	}
+	if _, ok := r.operatorResult(sc, u, ops, types, 0); !ok {
+		r.refuse(ReasonVolatileOperator, u.name.String())
+	}
+}
+
+func overloadSafe(o opOverload) bool {
+	return o.volatility == 'i' || (o.schema == "pg_catalog" && settingsOnlyOperators[o.proc])
+}
+
+// operatorResult picks the overload an operator use resolves to when its operand
+// types are known and match one exactly (an unknown-typed literal taking the other
+// operand's type, as PostgreSQL does), and returns its result type if that overload
+// is safe.
+func (r *resolver) operatorResult(sc *occScope, u *opUse, ops map[qname][]opOverload, types map[qname]typeInfo, depth int) (uint32, bool) {
+	if u.left == nil || u.right == nil || depth > 16 {
+		return 0, false
+	}
+	lt := r.typeOf(sc, u.left, u.level, ops, types, depth+1)
+	rt := r.typeOf(sc, u.right, u.level, ops, types, depth+1)
+	if lt == 0 || rt == 0 {
+		return 0, false
+	}
+	if lt == oidUnknown && rt == oidUnknown {
+		return 0, false
+	}
+	if lt == oidUnknown {
+		lt = rt
+	}
+	if rt == oidUnknown {
+		rt = lt
+	}
+	for _, o := range ops[u.name] {
+		if o.left == lt && o.right == rt {
+			return o.result, overloadSafe(o)
+		}
+	}
+	return 0, false
+}
+
+// typeOf returns the type of a simple operand: a column, a literal, a cast, or a
+// nested operator use; 0 when unknown.
+func (r *resolver) typeOf(sc *occScope, n *pg.Node, lvl int, ops map[qname][]opOverload, types map[qname]typeInfo, depth int) uint32 {
+	switch {
+	case n.GetColumnRef() != nil:
+		fields := columnFields(n)
+		if fields == nil {
+			return 0
+		}
+		occ, col := findColumn(sc, lvl, fields, false)
+		if occ < 0 {
+			return 0
+		}
+		ci := sc.rels[occ].columns[col]
+		if ci.class == ClassText && ci.typeOID == oidVarchar {
+			return oidText // varchar has no operators of its own: it is read as text
+		}
+		return ci.typeOID
+	case n.GetAConst() != nil:
+		c := n.GetAConst()
+		if c.Isnull {
+			return oidUnknown
+		}
+		switch c.Val.(type) {
+		case *pg.A_Const_Ival:
+			return oidInt4
+		case *pg.A_Const_Fval:
+			return oidNumeric
+		case *pg.A_Const_Sval:
+			return oidUnknown
+		case *pg.A_Const_Boolval:
+			return oidBool
+		}
+	case n.GetTypeCast() != nil:
+		tc := n.GetTypeCast()
+		if len(tc.TypeName.GetArrayBounds()) > 0 {
+			return 0
+		}
+		q, ok := typeQName(tc.TypeName)
+		if !ok {
+			return 0
+		}
+		t := types[q]
+		if t.oid == oidVarchar {
+			return oidText
+		}
+		return t.oid
+	case n.GetAExpr() != nil:
+		e := n.GetAExpr()
+		if e.Kind != pg.A_Expr_Kind_AEXPR_OP {
+			return 0
+		}
+		q, ok := opName(e.Name)
+		if !ok {
+			return 0
+		}
+		res, ok := r.operatorResult(sc, &opUse{name: q, left: e.Lexpr, right: e.Rexpr, level: lvl}, ops, types, depth)
+		if !ok {
+			return 0
+		}
+		return res
+	}
+	return 0
+}
+
+// checkCast refuses casts whose result can depend on the catalog (reg* types) or on
+// the current time (text read as a date/time, where 'now' and 'today' are valid
+// input). Literal 'now' and the like are refused by the parser half.
+func (r *resolver) checkCast(sc *occScope, c *castUse, types map[qname]typeInfo) {
+	t, ok := types[c.typ]
+	if !ok || !t.found {
+		r.refuse(ReasonUnknownObject, "type "+c.typ.String())
+		return
+	}
+	if t.regType {
+		r.refuse(ReasonVolatileCast, "to "+c.typ.String())
+		return
+	}
+	if !t.dateTime {
+		return
+	}
+	switch {
+	case c.arg.GetParamRef() != nil, c.arg.GetAConst() != nil:
+		return
+	case c.arg.GetColumnRef() != nil:
+		if fields := columnFields(c.arg); fields != nil {
+			if occ, col := findColumn(sc, c.level, fields, false); occ >= 0 && sc.rels[occ].columns[col].dateTime {
+				return
+			}
+		}
+	}
+	r.refuse(ReasonVolatileCast, "to "+c.typ.String()+" from an expression that may be text")
+}
+
+// offlinePlan is the catalog-free plan: what the text says, with the relations as
+// written and the predicates that do not need column types.
+func offlinePlan(st *stmt, base Plan) *Plan {
+	p := base
+	if st.reason != ReasonNone {
+		p.Reason, p.Detail = st.reason, st.detail
+		return &p
+	}
+	p.Reason = ReasonNotChecked
+	p.Unchecked = []string{
+		"names resolved through the search_path (relation kinds, views, partitions, row security, publication)",
+		"function and operator volatility",
+		"column types (which predicates can take precise tags)",
+	}
+	sc := &occScope{st: st, rels: make([]*relInfo, len(st.occs))}
+	preds := make([]*Predicate, len(st.occs))
+	for _, c := range st.conjuncts {
+		occ, col := findColumn(sc, c.level, c.fields, true)
+		if occ < 0 {
+			continue
+		}
+		allowed := false
+		for _, t := range c.targets {
+			if t.occ == occ && (c.kind != predIsNull || t.allowIsNull) {
+				allowed = true
+			}
+		}
+		if !allowed {
+			continue
+		}
+		pr := preds[occ]
+		if pr == nil && len(c.values) > base.maxTags {
+			continue
+		}
+		if pr == nil {
+			pr = &Predicate{Tuples: [][]ValueSource{nil}}
+			preds[occ] = pr
+		}
+		if slices.ContainsFunc(pr.Columns, func(x Column) bool { return x.Name == col }) {
+			continue
+		}
+		var vals []ValueSource
+		for _, v := range c.values {
+			switch {
+			case v.kind == valParam && c.kind == predAny:
+				vals = append(vals, ValueSource{Kind: ValueParamArray, Param: v.param})
+			case v.kind == valParam:
+				vals = append(vals, ValueSource{Kind: ValueParam, Param: v.param})
+			case v.kind == valNull:
+				vals = append(vals, ValueSource{Kind: ValueNull})
+			default:
+				vals = append(vals, ValueSource{Kind: ValueConst, Value: canon(v.text)})
+			}
+		}
+		if len(pr.Tuples)*len(vals) > base.maxTags {
+			continue // as the catalog-checked plan does: fewer columns, never more tuples
+		}
+		pr.Columns = append(pr.Columns, Column{Name: col})
+		var next [][]ValueSource
+		for _, t := range pr.Tuples {
+			for _, v := range vals {
+				next = append(next, append(slices.Clone(t), v))
+			}
+		}
+		pr.Tuples = next
+	}
+	seen := map[Relation]int{}
+	for i, o := range st.occs {
+		rel := Relation{Schema: o.name.schema, Name: o.name.name}
+		idx, ok := seen[rel]
+		if !ok {
+			idx = len(p.Reads)
+			seen[rel] = idx
+			p.Reads = append(p.Reads, Read{Relation: rel})
+		}
+		rd := &p.Reads[idx]
+		if preds[i] == nil || rd.Wide {
+			rd.Wide, rd.Predicates = true, nil
+			continue
+		}
+		rd.Predicates = append(rd.Predicates, sortedPredicate(*preds[i]))
+	}
+	return &p
+}
+
+// sortedPredicate orders a predicate's columns (and tuple values) by column name.
+func sortedPredicate(p Predicate) Predicate {
+	idx := make([]int, len(p.Columns))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return p.Columns[idx[a]].Name < p.Columns[idx[b]].Name })
+	out := Predicate{Columns: make([]Column, len(idx))}
+	for i, j := range idx {
+		out.Columns[i] = p.Columns[j]
+	}
+	for _, t := range p.Tuples {
+		nt := make([]ValueSource, len(idx))
+		for i, j := range idx {
+			nt[i] = t[j]
+		}
+		out.Tuples = append(out.Tuples, nt)
+	}
+	return out
+}

@@ -1,0 +1,190 @@
+package querycache_test
+
+import (
+	"context"
+	"database/sql/driver"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgcache/pgcache/querycache"
+)
+
+// TestSearchPathChoosesTheRelation: two schemas hold a table of the same name; the
+// session's search_path decides which one a statement reads, and plans are kept per
+// identity so the two sessions never share one.
+func TestSearchPathChoosesTheRelation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a := newAnalyzer(t, querycache.Config{})
+	const sql = "SELECT * FROM accounts WHERE id = $1"
+	want := map[string]string{"tenant_a": `read "tenant_a"."accounts" where (id)=($1)`, "tenant_b": `read "tenant_b"."accounts" where (id)=($1)`}
+	var keys []querycache.Key
+	for _, schema := range []string{"tenant_a", "tenant_b", "tenant_a"} {
+		if _, err := f.conn.Exec(ctx, "SET search_path = "+schema); err != nil {
+			t.Fatal(err)
+		}
+		s := session(t, f.conn)
+		p := mustPlan(t, a, s, sql)
+		if !p.Cacheable || len(p.Reads) != 1 || p.Reads[0].String() != want[schema] {
+			t.Fatalf("search_path %s: plan\n%s", schema, p.Summary())
+		}
+		k, ok := p.Key(&s.Identity, []driver.NamedValue{{Ordinal: 1, Value: int64(1)}})
+		if !ok {
+			t.Fatal("no key")
+		}
+		keys = append(keys, k)
+	}
+	if keys[0] == keys[1] || keys[0] != keys[2] {
+		t.Errorf("keys per search_path: %v", keys)
+	}
+	if _, err := f.conn.Exec(ctx, "SET search_path = nowhere"); err != nil {
+		t.Fatal(err)
+	}
+	if p := mustPlan(t, a, session(t, f.conn), sql); p.Cacheable || p.Reason != querycache.ReasonUnknownObject {
+		t.Errorf("unresolvable name: %s", p.Summary())
+	}
+}
+
+// TestTemporaryObjects: a temporary table shadows a permanent one for its session
+// only. Statements creating one are flagged, and a session flagged so caches
+// nothing; a temporary table named outright is refused.
+func TestTemporaryObjects(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a := newAnalyzer(t, querycache.Config{})
+	s := session(t, f.conn)
+	create := "CREATE TEMP TABLE users (id int)"
+	if p := mustPlan(t, a, s, create); !p.CreatesTemp || p.Cacheable {
+		t.Fatalf("CREATE TEMP: %+v", p)
+	}
+	if p := mustPlan(t, a, s, "CREATE TABLE x (id int)"); p.CreatesTemp {
+		t.Fatal("CREATE TABLE flagged as temporary")
+	}
+	if _, err := f.conn.Exec(ctx, create); err != nil {
+		t.Fatal(err)
+	}
+	if p := mustPlan(t, a, s, "SELECT * FROM pg_temp.users"); p.Reason != querycache.ReasonTemporaryTable {
+		t.Errorf("pg_temp.users: %s", p.Summary())
+	}
+	s.TempObjects = true
+	if p := mustPlan(t, a, s, "SELECT * FROM public.users"); p.Reason != querycache.ReasonTempObjects {
+		t.Errorf("session with temporary objects: %s", p.Summary())
+	}
+	s.TempObjects, s.InTransaction = false, true
+	if p := mustPlan(t, a, s, "SELECT * FROM public.users"); p.Reason != querycache.ReasonInTransaction {
+		t.Errorf("in a transaction: %s", p.Summary())
+	}
+}
+
+// TestInvalidateCatalog: a schema change is seen at once after InvalidateCatalog,
+// and after CatalogTTL without it.
+func TestInvalidateCatalog(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a := newAnalyzer(t, querycache.Config{CatalogTTL: time.Hour})
+	s := session(t, f.conn)
+	const sql = "SELECT * FROM orgs WHERE id = $1"
+	if p := mustPlan(t, a, s, sql); !p.Cacheable {
+		t.Fatal(p.Summary())
+	}
+	if _, err := f.conn.Exec(ctx, "ALTER TABLE orgs ENABLE ROW LEVEL SECURITY"); err != nil {
+		t.Fatal(err)
+	}
+	if p := mustPlan(t, a, s, sql); !p.Cacheable {
+		t.Fatal("the plan was redone before its TTL without InvalidateCatalog")
+	}
+	a.InvalidateCatalog(querycache.Relation{Schema: "public", Name: "orgs"})
+	if p := mustPlan(t, a, s, sql); p.Reason != querycache.ReasonRowSecurity {
+		t.Fatalf("after InvalidateCatalog: %s", p.Summary())
+	}
+
+	short := newAnalyzer(t, querycache.Config{CatalogTTL: 50 * time.Millisecond})
+	const sql2 = "SELECT * FROM pets WHERE id = $1"
+	if p := mustPlan(t, short, s, sql2); !p.Cacheable {
+		t.Fatal(p.Summary())
+	}
+	if _, err := f.conn.Exec(ctx, "ALTER TABLE pets SET UNLOGGED"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if p := mustPlan(t, short, s, sql2); p.Reason != querycache.ReasonUnloggedTable {
+		t.Fatalf("after the TTL: %s", p.Summary())
+	}
+}
+
+// TestUserFunctionVolatility: volatility comes from pg_proc, so a user function
+// turned VOLATILE stops caching, and one overload that is not IMMUTABLE is enough.
+func TestUserFunctionVolatility(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a := newAnalyzer(t, querycache.Config{})
+	s := session(t, f.conn)
+	const sql = "SELECT add_one(age) FROM users WHERE id = $1"
+	if p := mustPlan(t, a, s, sql); !p.Cacheable {
+		t.Fatal(p.Summary())
+	}
+	if _, err := f.conn.Exec(ctx, "CREATE FUNCTION add_one(text) RETURNS text LANGUAGE sql STABLE AS 'SELECT $1'"); err != nil {
+		t.Fatal(err)
+	}
+	a.InvalidateCatalog()
+	if p := mustPlan(t, a, s, sql); p.Reason != querycache.ReasonVolatileFunction {
+		t.Fatalf("with a STABLE overload: %s", p.Summary())
+	}
+}
+
+// TestPublishedHook: relations outside the publication are refused.
+func TestPublishedHook(t *testing.T) {
+	f := newFixture(t)
+	a := newAnalyzer(t, querycache.Config{Published: func(r querycache.Relation) bool { return r.Name != "orders" }})
+	s := session(t, f.conn)
+	if p := mustPlan(t, a, s, "SELECT * FROM users WHERE id = 1"); !p.Cacheable {
+		t.Fatal(p.Summary())
+	}
+	p := mustPlan(t, a, s, "SELECT * FROM user_orders")
+	if p.Reason != querycache.ReasonNotPublished || !strings.Contains(p.Detail, "orders") {
+		t.Fatal(p.Summary())
+	}
+}
+
+// TestPlanCacheBound: the plan cache forgets old statements but stays correct.
+func TestPlanCacheBound(t *testing.T) {
+	f := newFixture(t)
+	a := newAnalyzer(t, querycache.Config{MaxPlans: 4, MaxStatements: 4, MaxCatalogEntries: 3})
+	s := session(t, f.conn)
+	for round := 0; round < 3; round++ {
+		for _, table := range []string{"users", "orgs", "orders", "pets", "cars", "place"} {
+			p := mustPlan(t, a, s, "SELECT * FROM "+table+" WHERE id = 1")
+			if table == "place" {
+				if !p.Cacheable || !p.Reads[0].Wide {
+					t.Fatal(p.Summary())
+				}
+				continue
+			}
+			if !p.Cacheable || p.Reads[0].Wide {
+				t.Fatal(p.Summary())
+			}
+		}
+	}
+}
+
+// TestSchemes: the column sets invalidate must register.
+func TestSchemes(t *testing.T) {
+	f := newFixture(t)
+	a := newAnalyzer(t, querycache.Config{})
+	s := session(t, f.conn)
+	p := mustPlan(t, a, s, "SELECT * FROM users u JOIN orders o ON o.user_id = u.id AND o.status = $2 WHERE u.email = $1 AND u.deleted_at IS NULL")
+	var got []string
+	for _, sc := range p.Schemes() {
+		var cols []string
+		for _, c := range sc.Columns {
+			cols = append(cols, c.Name+":"+c.Class.String())
+		}
+		got = append(got, sc.Relation.String()+"("+strings.Join(cols, ",")+")")
+	}
+	want := []string{`"public"."orders"(status:text)`, `"public"."users"(deleted_at:timestamptz,email:text)`}
+	if !slices.Equal(got, want) {
+		t.Fatalf("schemes %v, want %v", got, want)
+	}
+}
