@@ -135,7 +135,7 @@ func (l *Listener) ensurePublication(ctx context.Context, conn *pgconn.PgConn) e
 		// listed: which one pg_publication_tables shows depends on
 		// publish_via_partition_root.
 		rows, err := queryRows(ctx, conn, "SELECT "+rel+" IS NOT NULL, EXISTS (SELECT 1 FROM pg_publication_tables pt WHERE pt.pubname = "+quoteLiteral(pub)+
-			" AND format('%I.%I', pt.schemaname, pt.tablename)::regclass IN (SELECT relid FROM pg_partition_tree("+rel+") UNION SELECT relid FROM pg_partition_ancestors("+rel+")))")
+			" AND format('%I.%I', pt.schemaname, pt.tablename)::regclass IN (SELECT "+rel+" UNION SELECT relid FROM pg_partition_tree("+rel+") UNION SELECT relid FROM pg_partition_ancestors("+rel+")))")
 		if err != nil {
 			return fmt.Errorf("cdc: check table %s in publication %s: %w", t, pub, err)
 		}
@@ -217,8 +217,8 @@ func (l *Listener) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (slotSta
 	row := rows[0]
 	plugin, slotType, database := string(row[0]), string(row[1]), string(row[2])
 	if slotType != "logical" || plugin != "pgoutput" || database != l.database {
-		return slotStart{}, permanent(fmt.Errorf("cdc: replication slot %s is a %s slot of plugin %q on database %q, not a pgoutput slot on %q: drop it (SELECT pg_drop_replication_slot(%s)) or set another Config.Slot",
-			slot, slotType, plugin, database, l.database, quoteLiteral(slot)))
+		return slotStart{}, permanent(fmt.Errorf("cdc: replication slot %s is a %s slot of plugin %q on database %q, not a pgoutput slot on %q: drop it (SELECT pg_drop_replication_slot('%s')) or set another Config.Slot",
+			slot, slotType, plugin, database, l.database, slot))
 	}
 	if row[3] != nil {
 		return slotStart{}, fmt.Errorf("%w: replication slot %s is active for PID %s: only one listener may read a slot (another is running, or one that was cut off has not exited yet)",
