@@ -124,8 +124,9 @@ func testConfig(t testing.TB, dsn string) cdc.Config {
 // running is a listener whose Run goroutine the test owns.
 type running struct {
 	*cdc.Listener
-	stopped chan struct{} // closed when Run returned
-	err     error         // what Run returned, once stopped is closed
+	stop    context.CancelFunc // ends Run
+	stopped chan struct{}      // closed when Run returned
+	err     error              // what Run returned, once stopped is closed
 }
 
 // run starts a listener and stops it when the test ends.
@@ -136,7 +137,7 @@ func run(t testing.TB, cfg cdc.Config, c cdc.Consumer) *running {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Listener: l, stopped: make(chan struct{})}
+	r := &running{Listener: l, stop: cancel, stopped: make(chan struct{})}
 	go func() {
 		r.err = l.Run(ctx)
 		close(r.stopped)
