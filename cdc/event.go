@@ -14,7 +14,8 @@ type Consumer interface {
 	// returned nil for it (and for every transaction before it). An error makes
 	// the listener reconnect and deliver the transaction again: delivery is at
 	// least once, so Apply must be idempotent. Apply may keep tx; the listener
-	// does not reuse it.
+	// does not reuse it. Apply should return soon after ctx ends: the listener
+	// cannot reconnect or stop before it does.
 	Apply(ctx context.Context, tx *Transaction) error
 
 	// HistoryLost tells the consumer that the listener cannot prove that no

@@ -305,8 +305,13 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 
 // receive reads the replication stream.
 func (l *Listener) receive(ctx context.Context, s *stream) error {
+	// ReceiveMessage with a cancellable context watches it with a goroutine
+	// hand-off per message; a read deadline set when ctx ends stops the read
+	// just as well, for nothing per message.
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.Conn().SetReadDeadline(time.Now()) })
+	defer stop()
 	for {
-		msg, err := s.conn.ReceiveMessage(ctx)
+		msg, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
