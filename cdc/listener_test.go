@@ -323,9 +323,13 @@ func TestSetupErrors(t *testing.T) {
 	exec(t, db, "CREATE TABLE t (id int PRIMARY KEY)")
 	fails := func(t *testing.T, cfg cdc.Config, target error, says string) {
 		t.Helper()
-		err := run(t, cfg, &recorder{}).wait(t, 30*time.Second)
+		r := run(t, cfg, &recorder{})
+		err := r.wait(t, 30*time.Second)
 		if !cdc.IsPermanent(err) || (target != nil && !errors.Is(err, target)) || !strings.Contains(err.Error(), says) {
 			t.Fatalf("Run = %v; want a permanent error (%v) that says %q", err, target, says)
+		}
+		if h := r.Health(); h.State != cdc.StateFailed || h.LastError != err {
+			t.Errorf("health %v (%v), want failed with Run's error", h.State, h.LastError)
 		}
 		t.Log(err)
 	}
