@@ -163,6 +163,14 @@ func (c *Config) validate() (*pgconn.Config, error) {
 		c.Logger = slog.Default()
 	}
 	pgcfg.RuntimeParams["replication"] = "database"
+	// pgoutput sends values in the text output of the walsender's session:
+	// fix the settings that shape it, whatever the server's defaults, so
+	// consumers parse one format (ISO dates, hex bytea, UTC offsets, exact floats).
+	pgcfg.RuntimeParams["DateStyle"] = "ISO, MDY"
+	pgcfg.RuntimeParams["IntervalStyle"] = "postgres"
+	pgcfg.RuntimeParams["TimeZone"] = "UTC"
+	pgcfg.RuntimeParams["bytea_output"] = "hex"
+	pgcfg.RuntimeParams["extra_float_digits"] = "3"
 	pgcfg.RuntimeParams["application_name"] = cmp.Or(pgcfg.RuntimeParams["application_name"], "pgcache-cdc")
 	return pgcfg, nil
 }

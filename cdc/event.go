@@ -27,6 +27,17 @@ type Consumer interface {
 	HistoryLost(ctx context.Context, reason string) error
 }
 
+// ProgressConsumer is a Consumer that also wants to know when the applied position
+// advances without a transaction: an idle stream's keepalive proved that every
+// commit before applied was received and applied (see Health.AppliedLSN). It is
+// called from the same goroutine as Apply, never concurrently with it; applied
+// may be lower than the EndLSN of a transaction applied just before, so consumers
+// keep the maximum. An error makes the listener reconnect.
+type ProgressConsumer interface {
+	Consumer
+	Progress(ctx context.Context, applied LSN) error
+}
+
 // Transaction is one committed transaction of the published tables.
 type Transaction struct {
 	Xid        uint32    // top-level transaction id

@@ -253,6 +253,7 @@ type stream struct {
 	drained  chan struct{}     // signalled when the consumer released memory
 	advanced chan struct{}     // signalled when AppliedLSN advanced after Apply
 	reply    chan struct{}     // signalled when a status update is due now
+	idle     chan struct{}     // signalled when an idle acknowledgement advanced AppliedLSN
 }
 
 func signal(c chan struct{}) {
@@ -274,6 +275,7 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 		drained:  make(chan struct{}, 1),
 		advanced: make(chan struct{}, 1),
 		reply:    make(chan struct{}, 1),
+		idle:     make(chan struct{}, 1),
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	l.asm.reset()
@@ -343,6 +345,9 @@ func (l *Listener) receive(ctx context.Context, s *stream) error {
 				if idleAck || ka.ReplyRequested {
 					signal(s.reply)
 				}
+				if idleAck {
+					signal(s.idle)
+				}
 			case pglogrepl.XLogDataByteID:
 				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
 				if err != nil {
@@ -390,6 +395,13 @@ func (l *Listener) apply(ctx context.Context, s *stream) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.idle:
+			if p, ok := l.consumer.(ProgressConsumer); ok {
+				if err := p.Progress(ctx, LSN(l.applied.Load())); err != nil {
+					return fmt.Errorf("cdc: consumer Progress: %w", err)
+				}
+			}
+			continue
 		case tx = <-s.txs:
 		}
 		if err := l.consumer.Apply(ctx, tx); err != nil {
