@@ -11,7 +11,7 @@ var (
 	// ItemsColumns holds the columns for the "items" table.
 	ItemsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt, Increment: true},
-		{Name: "name", Type: field.TypeString},
+		{Name: "name", Type: field.TypeString, Unique: true},
 		{Name: "qty", Type: field.TypeInt, Default: 0},
 		{Name: "note", Type: field.TypeString, Nullable: true},
 	}

@@ -15,7 +15,7 @@ type Item struct {
 // Fields of the Item.
 func (Item) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("name").NotEmpty(),
+		field.String("name").NotEmpty().Unique(),
 		field.Int("qty").Default(0),
 		field.String("note").Optional().Nillable(),
 	}
