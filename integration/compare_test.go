@@ -215,6 +215,7 @@ func sqlState(err error) string {
 // TestOutcomeDiff guards the harness itself: a comparison is only worth something
 // if differing values or errors make it fail.
 func TestOutcomeDiff(t *testing.T) {
+	t.Parallel()
 	pgErr := func(code string) error {
 		return fmt.Errorf("wrapped: %w", &pgconn.PgError{Severity: "ERROR", Code: code, Message: "m"})
 	}

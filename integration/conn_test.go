@@ -22,6 +22,7 @@ import (
 // TestContextCancelledMidQuery cancels queries while the server runs them: the
 // error must be pgx's, and the pool must go on serving queries afterwards.
 func TestContextCancelledMidQuery(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, db := range []*sql.DB{e.ref.db, e.pgcache()} {
 		db.SetMaxOpenConns(3)
@@ -134,10 +135,10 @@ func TestContextCancelledMidQuery(t *testing.T) {
 // every call fails as it does through pgx, and once it is back the same *sql.DB
 // works again.
 func TestServerGoesAwayAndComesBack(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(pgcachetest.EnvDatabaseURL) != "" {
 		t.Skip("needs a server of its own to stop; PGCACHE_TEST_DATABASE_URL is set")
 	}
-	t.Parallel()
 	ctx := testContext(t)
 	pg, err := pgcachetest.StartPostgres(ctx)
 	if err != nil {
@@ -227,6 +228,7 @@ func TestServerGoesAwayAndComesBack(t *testing.T) {
 // TestCopyThroughRaw reaches the *pgx.Conn behind a database/sql connection for COPY
 // in both directions, and goes on using the connection through database/sql.
 func TestCopyThroughRaw(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tr, _ := compare(t, e, check[trace]{setup: itemsSetup, work: func(ctx context.Context, db *sql.DB) (trace, error) {
 		var tr trace
@@ -319,6 +321,7 @@ func keywordValue(t *testing.T, dsn string, extra ...string) string {
 // TestDSNForms connects with both DSN forms, with and without pgcache's parameters,
 // and checks that pgcache's parameters never reach the server while the others do.
 func TestDSNForms(t *testing.T) {
+	t.Parallel()
 	dsn := pgcachetest.SharedPostgres(t).NewDatabase(t)
 	wantDB, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -361,6 +364,7 @@ func TestDSNForms(t *testing.T) {
 // TestDSNErrors: an unknown or wrong pgcache_* parameter fails sql.Open with an
 // error that names it and not the password; a DSN pgx refuses fails with pgx's error.
 func TestDSNErrors(t *testing.T) {
+	t.Parallel()
 	dsn := withParams(pgcachetest.SharedPostgres(t).URL(), "sslmode=disable")
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -404,6 +408,7 @@ func TestDSNErrors(t *testing.T) {
 // TestProgrammaticConfig opens the driver from a Config with pgx settings and
 // stdlib hooks, as applications that configure pgx in code do.
 func TestProgrammaticConfig(t *testing.T) {
+	t.Parallel()
 	ctx := testContext(t)
 	dsn := pgcachetest.SharedPostgres(t).NewDatabase(t)
 	mustExec(t, openDB(t, "pgx", dsn), `CREATE SCHEMA app`, `CREATE TABLE app.things (id int)`, `INSERT INTO app.things VALUES (42)`)

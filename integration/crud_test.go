@@ -95,6 +95,7 @@ func queryItems(ctx context.Context, q interface {
 }
 
 func TestCRUD(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tr, _ := compare(t, e, check[trace]{setup: itemsSetup, work: func(ctx context.Context, db *sql.DB) (trace, error) {
 		var tr trace
@@ -153,6 +154,7 @@ func TestCRUD(t *testing.T) {
 // TestStatementErrors compares the errors of statements the server refuses, before
 // and in the middle of a result.
 func TestStatementErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tr, _ := compare(t, e, check[trace]{setup: itemsSetup, work: func(ctx context.Context, db *sql.DB) (trace, error) {
 		var tr trace
@@ -205,6 +207,7 @@ func TestStatementErrors(t *testing.T) {
 }
 
 func TestPreparedStatements(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tr, _ := compare(t, e, check[trace]{setup: itemsSetup, work: func(ctx context.Context, db *sql.DB) (trace, error) {
 		var tr trace
@@ -294,6 +297,7 @@ func TestPreparedStatements(t *testing.T) {
 }
 
 func TestTransactionIsolationLevels(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	levels := []sql.IsolationLevel{
 		sql.LevelDefault, sql.LevelReadUncommitted, sql.LevelReadCommitted, sql.LevelWriteCommitted,
@@ -358,6 +362,7 @@ func TestTransactionIsolationLevels(t *testing.T) {
 }
 
 func TestTransactionReadOnly(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tr, _ := compare(t, e, check[trace]{setup: itemsSetup, work: func(ctx context.Context, db *sql.DB) (trace, error) {
 		var tr trace
@@ -397,6 +402,7 @@ func TestTransactionReadOnly(t *testing.T) {
 // TestTransactionSerializationFailure makes two serializable transactions conflict:
 // the loser's error (SQLSTATE 40001) must reach the application unchanged.
 func TestTransactionSerializationFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tr, _ := compare(t, e, check[trace]{setup: itemsSetup, work: func(ctx context.Context, db *sql.DB) (trace, error) {
 		var tr trace

@@ -97,6 +97,7 @@ type gormWidget struct {
 }
 
 func TestORMGorm(t *testing.T) {
+	t.Parallel()
 	testORM(t, "gorm_widgets", func(db *sql.DB) ormScenario {
 		gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: db}), &gorm.Config{Logger: logger.Discard})
 		if err != nil {
@@ -132,6 +133,7 @@ func TestORMGorm(t *testing.T) {
 }
 
 func TestORMSqlx(t *testing.T) {
+	t.Parallel()
 	testORM(t, "sqlx_widgets", func(db *sql.DB) ormScenario {
 		x := sqlx.NewDb(db, "pgx")
 		rowsAffected := func(res sql.Result, err error) (int64, error) {
@@ -185,6 +187,7 @@ type bunWidget struct {
 }
 
 func TestORMBun(t *testing.T) {
+	t.Parallel()
 	testORM(t, "bun_widgets", func(db *sql.DB) ormScenario {
 		b := bun.NewDB(db, pgdialect.New())
 		rowsAffected := func(res sql.Result, err error) (int64, error) {
@@ -223,6 +226,7 @@ func TestORMBun(t *testing.T) {
 }
 
 func TestORMEnt(t *testing.T) {
+	t.Parallel()
 	testORM(t, "items", func(db *sql.DB) ormScenario {
 		client := ent.NewClient(ent.Driver(entsql.OpenDB("postgres", db)))
 		return ormScenario{

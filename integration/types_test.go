@@ -55,6 +55,7 @@ const allTypesQuery = `SELECT * FROM all_types ORDER BY id`
 // TestTypesScanAny scans every column into any, as an application that does not know
 // the types (or an ORM) does.
 func TestTypesScanAny(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, typesSchema...)
 	got, err := compare(t, e, check[[][]any]{work: func(ctx context.Context, db *sql.DB) ([][]any, error) {
 		return queryAny(ctx, db, allTypesQuery)
@@ -129,6 +130,7 @@ type typedRow struct {
 // TestTypesScanTyped scans every column into typed destinations: database/sql's
 // conversions, pgtype's sql.Scanner types and pgx's array scanner.
 func TestTypesScanTyped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, typesSchema...)
 	got, err := compare(t, e, check[[]typedRow]{work: func(ctx context.Context, db *sql.DB) ([]typedRow, error) {
 		rows, err := db.QueryContext(ctx, `SELECT *, c_numeric FROM all_types WHERE id < 3 ORDER BY id`)
@@ -169,6 +171,7 @@ func TestTypesScanTyped(t *testing.T) {
 // TestTypesScanErrors compares the errors of scans that cannot succeed: NULL into a
 // non-pointer, NaN and infinities into types without them, text into a number.
 func TestTypesScanErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, typesSchema...)
 	scans := []struct {
 		name, query string
@@ -197,6 +200,7 @@ func TestTypesScanErrors(t *testing.T) {
 // TestTypesArguments sends every type as a query argument, from the Go types an
 // application would use, and reads it back.
 func TestTypesArguments(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, typesSchema...)
 	when := time.Date(2024, 2, 29, 13, 14, 15, 123456000, time.FixedZone("CET", 3600))
 	args := []any{
@@ -254,6 +258,7 @@ type columnMeta struct {
 // TestColumnTypes compares the column metadata of every type, of a table and of
 // expressions.
 func TestColumnTypes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, typesSchema...)
 	const expressions = `SELECT 1 AS one, 'x'::varchar(7) AS v, 1.5::numeric(5,2) AS n, NULL AS nothing, now()`
 	for _, query := range []string{allTypesQuery, expressions, `SELECT * FROM all_types WHERE false`} {
