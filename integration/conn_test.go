@@ -462,3 +462,30 @@ func TestProgrammaticConfig(t *testing.T) {
 		t.Errorf("AfterConnect ran %d times, want 2", connects)
 	}
 }
+
+// TestDSNRegisteredConnConfig opens the name that stdlib.RegisterConnConfig returns,
+// which pgx documents as a DSN for sql.Open("pgx", name): a drop-in replacement
+// must accept it too.
+func TestDSNRegisteredConnConfig(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	cfg, err := pgx.ParseConfig(pgcachetest.SharedPostgres(t).NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["application_name"] = "registered"
+	name := stdlib.RegisterConnConfig(cfg)
+	defer stdlib.UnregisterConnConfig(name)
+	for _, driverName := range []string{"pgx", "pgcache"} {
+		db, err := sql.Open(driverName, name)
+		if err != nil {
+			t.Errorf("%s: sql.Open(%q): %v", driverName, name, err)
+			continue
+		}
+		var app string
+		if err := db.QueryRowContext(ctx, `SELECT current_setting('application_name')`).Scan(&app); err != nil || app != "registered" {
+			t.Errorf("%s: application_name %q, %v; want the registered config's", driverName, app, err)
+		}
+		db.Close()
+	}
+}
