@@ -38,7 +38,6 @@ type target struct {
 
 // env is one test database reached through the reference driver and the subjects.
 type env struct {
-	dsn      string
 	admin    *sql.DB // pgx: sets the database up between runs, never compared
 	ref      target
 	subjects []target
@@ -59,7 +58,6 @@ func newEnv(t *testing.T, schema ...string) *env {
 func newEnvDSN(t *testing.T, dsn string, schema ...string) *env {
 	t.Helper()
 	e := &env{
-		dsn:      dsn,
 		admin:    openDB(t, "pgx", dsn),
 		ref:      target{"pgx", openDB(t, "pgx", dsn)},
 		subjects: []target{{"pgcache", openDB(t, "pgcache", dsn)}},
