@@ -41,9 +41,10 @@ type Config struct {
 	// AfterConnect, ResetSession and ShouldPing hooks work as they do with pgx.
 	StdlibOptions []stdlib.OptionOpenDB
 
-	// dsn is the DSN without pgcache's parameters when the Config came from
-	// ParseConfig: pgx re-parses it for every new connection, as it does for
+	// dsn is the DSN without pgcache's parameters when the Config came from a
+	// DSN: pgx re-parses it for every new connection, as it does for
 	// sql.Open("pgx", dsn), so password files and environment changes apply.
+	// ConnConfig is nil when pgx can only resolve the DSN when connecting.
 	dsn string
 }
 
@@ -110,7 +111,9 @@ func knownOptions() string {
 // withDefaults returns a copy of c with defaults filled in, or an error that says
 // what to fix.
 func (c *Config) withDefaults() (*Config, error) {
-	if c == nil || c.ConnConfig == nil {
+	// A DSN pgx resolves only when connecting (Driver.OpenConnector) has no
+	// ConnConfig yet; every other Config needs one.
+	if c == nil || c.ConnConfig == nil && c.dsn == "" {
 		return nil, errors.New("pgcache: Config.ConnConfig is required (use ParseConfig or pgx.ParseConfig)")
 	}
 	cp := *c

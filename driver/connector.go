@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	sqldriver "database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 
@@ -27,12 +28,16 @@ var (
 // NewConnector returns a connector for cfg, which it copies: later changes to cfg
 // have no effect. Use it with sql.OpenDB, or call OpenDB.
 func NewConnector(cfg *Config) (*Connector, error) {
-	cfg, err := cfg.withDefaults()
+	if cfg == nil {
+		return nil, errors.New("pgcache: NewConnector: nil Config")
+	}
+	own := *cfg
+	own.dsn = "" // the ConnConfig, possibly changed by the caller, is what counts
+	full, err := own.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	cfg.dsn = "" // the ConnConfig, possibly changed by the caller, is what counts
-	return build(&Driver{}, cfg)
+	return build(&Driver{}, full)
 }
 
 // OpenDB opens a *sql.DB over a new connector for cfg.

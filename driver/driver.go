@@ -36,11 +36,17 @@ func (d *Driver) Open(dsn string) (sqldriver.Conn, error) {
 	return c.Connect(ctx)
 }
 
-// OpenConnector parses the DSN (failing fast on a wrong pgcache_* parameter or a DSN
-// pgx rejects) and returns a connector for it; sql.Open calls it once per *sql.DB.
+// OpenConnector returns a connector for the DSN; sql.Open calls it once per *sql.DB.
+// A wrong pgcache_* parameter fails at once. A DSN without pgcache parameters that
+// pgx cannot parse here is handed to pgx's connector unparsed, exactly as
+// sql.Open("pgx", dsn) would: pgx then resolves it when connecting (the names
+// stdlib.RegisterConnConfig returns are such DSNs) or reports its own error there.
 func (d *Driver) OpenConnector(dsn string) (sqldriver.Connector, error) {
 	cfg, err := ParseConfig(dsn)
 	if err != nil {
+		if rest, opts, splitErr := splitDSN(dsn); splitErr == nil && len(opts) == 0 {
+			return newConnector(d, &Config{dsn: rest})
+		}
 		return nil, err
 	}
 	return newConnector(d, cfg)

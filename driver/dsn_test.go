@@ -9,7 +9,7 @@ import (
 func TestSplitDSN(t *testing.T) {
 	tests := []struct {
 		name, dsn, rest string
-		opts           map[string]string
+		opts            map[string]string
 	}{
 		{"url without query", "postgres://u:p@h:5432/db", "postgres://u:p@h:5432/db", nil},
 		{"url without pgcache", "postgres://h/db?sslmode=disable&application_name=x",

@@ -67,6 +67,9 @@ func StartPostgres(ctx context.Context, settings ...string) (*Postgres, error) {
 				network.MustParsePort("5432/tcp"): {{HostPort: strconv.Itoa(port)}},
 			}
 		}),
+		// SIGINT is PostgreSQL's fast shutdown, as the official image sets: the
+		// default SIGTERM waits for every session to end (and then Docker kills).
+		testcontainers.WithConfigModifier(func(c *container.Config) { c.StopSignal = "SIGINT" }),
 		tcpostgres.BasicWaitStrategies(),
 	)
 	if err != nil {
