@@ -391,13 +391,13 @@ func TestDSNErrors(t *testing.T) {
 		})
 	}
 
-	// pgx parses its DSN when it first connects, pgcache at sql.Open: the error is
-	// the same, only earlier.
+	// A DSN without pgcache parameters that pgx refuses fails as it does with pgx:
+	// sql.Open succeeds and the first use reports pgx's error.
 	for _, bad := range []string{"postgres://h:notaport/db", "host=h port=x", "host=h connect_timeout=soon"} {
 		t.Run("pgx refuses "+bad, func(t *testing.T) {
 			ctx := testContext(t)
 			wantErr := openDB(t, "pgx", bad).PingContext(ctx)
-			_, err := sql.Open("pgcache", bad)
+			err := openDB(t, "pgcache", bad).PingContext(ctx)
 			if wantErr == nil || err == nil || err.Error() != wantErr.Error() {
 				t.Errorf("pgcache: %v\npgx:     %v", err, wantErr)
 			}
