@@ -8,7 +8,7 @@
 // Every DSN pgx accepts works unchanged (URL and keyword/value forms, PG* environment
 // variables, password and service files). pgcache's own options travel in the same DSN
 // as pgcache_* parameters and are removed before pgx sees it; an unknown pgcache_*
-// parameter fails sql.Open's first use with an error that names it:
+// parameter makes sql.Open fail with an error that names it:
 //
 //	postgres://app@db/app?pgcache_mode=off
 //	host=db dbname=app pgcache_mode=off

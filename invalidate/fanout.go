@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -139,10 +140,13 @@ func (c *FanoutConfig) fill() error {
 
 // Publisher appends batches to the stream. Only the leader publishes; a new leader
 // continues the epoch and numbering it finds in the stream.
+// It is safe for concurrent use: the consumer and the heartbeat share it.
 type Publisher struct {
 	cfg   FanoutConfig
 	epoch uint64
-	seq   uint64
+
+	mu  sync.Mutex
+	seq uint64
 }
 
 // NewPublisher reads the stream's last batch so numbering continues after it, or
@@ -198,6 +202,8 @@ func batchOf(m redis.XMessage) (Batch, error) {
 // not have been appended; publishing it again is harmless (invalidation is
 // idempotent) and only costs followers a flush if it left a gap.
 func (p *Publisher) Publish(ctx context.Context, b Batch) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	b.Epoch, b.Seq = p.epoch, p.seq+1
 	if b.Sent.IsZero() {
 		b.Sent = time.Now()
