@@ -2,11 +2,11 @@ package querycache_test
 
 import (
 	"bytes"
-	"encoding/binary"
-	"hash/crc32"
 	"database/sql/driver"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"strings"

@@ -865,6 +865,11 @@ func (s *Redis) repair(ctx context.Context, force bool) error {
 	})
 }
 
+// Prepare makes sure Redis holds a complete generation, and learns it. Calling it
+// is optional (the store does the same on its first fill), but a store used without
+// it rejects its first fills: their stamps carry no generation.
+func (s *Redis) Prepare(ctx context.Context) error { return s.repair(ctx, false) }
+
 // bucketsOf reports whether every bucket exists and belongs to generation e.
 func (s *Redis) bucketsOf(ctx context.Context, e string) (bool, error) {
 	var cmds []*redis.StringCmd
