@@ -13,7 +13,7 @@ type BreakerConfig struct {
 	// Cooldown is how long an open breaker refuses calls before it lets one probe
 	// through (half-open). It doubles after each failed probe. default: 1s
 	Cooldown time.Duration
-	// MaxCooldown caps the doubled cool-down. default: 30s
+	// MaxCooldown caps the doubled cool-down. default: 30s, or Cooldown if longer
 	MaxCooldown time.Duration
 }
 
@@ -32,7 +32,7 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 		c.Cooldown = DefaultBreakerCooldown
 	}
 	if c.MaxCooldown == 0 {
-		c.MaxCooldown = DefaultBreakerMaxCooldown
+		c.MaxCooldown = max(DefaultBreakerMaxCooldown, c.Cooldown)
 	}
 	return c
 }

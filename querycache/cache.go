@@ -112,13 +112,19 @@ func (c Config) withDefaults() Config {
 		c.MaxTTL = DefaultMaxTTL
 	}
 	c.Limits = c.Limits.withDefaults()
+	c.L1 = c.L1.withDefaults()
+	c.RedisConfig = c.RedisConfig.withDefaults()
 	return c
 }
 
-// validate checks a Config; every bound is checked here and only here.
+// validate checks a Config with its defaults applied (a negative value stays
+// negative and fails here).
 func (c Config) validate() error {
 	if c.MaxLag < 0 || c.DefaultTTL < 0 || c.MaxTTL < 0 {
 		return errors.New("querycache: negative duration in Config")
+	}
+	if c.DefaultTTL > c.MaxTTL {
+		return fmt.Errorf("querycache: DefaultTTL %v above MaxTTL %v", c.DefaultTTL, c.MaxTTL)
 	}
 	if err := c.L1.validate(); err != nil {
 		return err
@@ -131,12 +137,9 @@ func (c Config) validate() error {
 
 // New returns a Cache.
 func New(cfg Config) (*Cache, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	if cfg.DefaultTTL > cfg.MaxTTL {
-		return nil, fmt.Errorf("querycache: DefaultTTL %v above MaxTTL %v", cfg.DefaultTTL, cfg.MaxTTL)
 	}
 	stats := new(counters)
 	l1, err := newL1(cfg.L1, stats)

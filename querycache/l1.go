@@ -80,10 +80,10 @@ func NewL1(cfg L1Config) (*L1, error) {
 }
 
 func newL1(cfg L1Config, stats *counters) (*L1, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	s := &L1{cfg: cfg, stats: stats, maxSize: cfg.MaxBytes}
 	s.tags.Store(newTagTable(cfg.MaxTags))
 	s.epoch.Store(1)

@@ -199,10 +199,10 @@ func newRedis(client redis.UniversalClient, cfg RedisConfig, stats *counters) (*
 	if client == nil {
 		return nil, errors.New("querycache: nil Redis client")
 	}
+	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	if !contextTimeoutEnabled(client) {
 		return nil, errors.New("querycache: the Redis client must be created with ContextTimeoutEnabled: true, so that pgcache's timeouts bound its calls")
 	}

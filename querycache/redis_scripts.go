@@ -60,6 +60,23 @@ local function tag_lsn(pre, post, b, tag, e)
 end
 `
 
+// luaWriteEntry writes an entry's four fields and its TTL. The HSET comes first:
+// Redis checks maxmemory only until a script has written something, so a script
+// starting with a DEL would fill a full noeviction Redis regardless. A key of
+// another type (a foreign value) is replaced. Returns nil, or the error reply.
+const luaWriteEntry = `
+local function write_entry(key, v, s, e, t, ttl)
+  local r = redis.pcall('HSET', key, 'v', v, 's', s, 'e', e, 't', t)
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'WRONGTYPE', 1, true) then return r end
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'v', v, 's', s, 'e', e, 't', t)
+  end
+  redis.call('PEXPIRE', key, ttl)
+  return nil
+end
+`
+
 // getOneSlot answers a read in one round trip when the entry, meta and buckets share
 // a slot.
 //
@@ -113,7 +130,7 @@ return {'hit', e, v[1], v[2], v[4], redis.call('PTTL', KEYS[1])}
 //
 // Replies {status, generation?}; status is ok, noepoch, epoch (another generation),
 // stale, lost or badtags.
-var setOneSlot = redis.NewScript(luaParseTags + luaTagLSN + `
+var setOneSlot = redis.NewScript(luaParseTags + luaTagLSN + luaWriteEntry + `
 local m = redis.call('HMGET', KEYS[2], 'e', 'n')
 local e = m[1]
 if not e or m[2] ~= ARGV[3] then return {'noepoch'} end
@@ -125,9 +142,8 @@ for i = 1, #tags, 2 do
   if not lsn then return {'lost', e} end
   if lsn > ARGV[5] then return {'stale', e} end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[7], 's', ARGV[5], 'e', e, 't', ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local w = write_entry(KEYS[1], ARGV[7], ARGV[5], e, ARGV[8], ARGV[6])
+if w then return w end
 return {'ok', e}
 `)
 
@@ -155,10 +171,9 @@ return max
 //
 //	KEYS[1] entry; ARGV[1] value, ARGV[2] stamp, ARGV[3] generation, ARGV[4] tag
 //	list, ARGV[5] TTL in ms
-var setEntry = redis.NewScript(`
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 's', ARGV[2], 'e', ARGV[3], 't', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+var setEntry = redis.NewScript(luaWriteEntry + `
+local w = write_entry(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+if w then return w end
 return 'ok'
 `)
 
