@@ -212,6 +212,17 @@ func TestRowsThroughDatabaseSQL(t *testing.T) {
 		t.Error("empty and NULL bytea not told apart")
 	}
 
+	// An empty value first: no buffer has been grown yet.
+	empty := buildResult(t, cols[3:4], []driver.Value{[]byte{}})
+	registerRows(t, "empty", func() driver.Rows { return empty.Rows() })
+	var data []byte
+	if err := db.QueryRow("empty").Scan(&data); err != nil {
+		t.Fatal(err)
+	}
+	if data == nil {
+		t.Error("empty bytea replayed as NULL")
+	}
+
 	// RawBytes point into driver memory: writing to them must not reach the cache.
 	rows, err = db.Query("q")
 	if err != nil {
