@@ -96,7 +96,7 @@ func TestCacheTTL(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s not stored", key)
 		}
-		return ent.ttl
+		return time.Until(time.Unix(0, ent.expires)).Round(time.Second)
 	}
 	for key, tc := range map[string]struct{ give, want time.Duration }{
 		"default": {0, time.Minute},

@@ -25,6 +25,8 @@ type L1Config struct {
 const (
 	DefaultL1MaxBytes = 64 << 20
 	DefaultL1MaxTags  = 100000
+	// l1TimeResolution is how late an in-process entry may expire.
+	l1TimeResolution = 100 * time.Millisecond
 )
 
 func (c L1Config) withDefaults() L1Config {
@@ -50,6 +52,9 @@ func (c L1Config) validate() error {
 // invalidation takes effect the moment Apply returns, with no per-entry work.
 type L1 struct {
 	cache *otter.Cache[string, *l1Entry]
+	// clock tells the time for TTLs, to l1TimeResolution: reading the precise time
+	// would be a large part of a hit.
+	clock *otter.CoarseClock
 	tags  atomic.Pointer[tagTable] // replaced, not cleared, by a flush
 	// epoch is the generation: a flush increments it, and entries of an older one
 	// are invalid.
@@ -69,7 +74,7 @@ type l1Entry struct {
 	tags    []Tag
 	stamp   LSN
 	epoch   uint64
-	ttl     time.Duration
+	expires int64 // Unix nanoseconds
 	weight  uint32
 	checked atomic.Uint64 // seq at which the tags were last found valid; 0: never
 }
@@ -88,25 +93,26 @@ func newL1(cfg L1Config, stats *counters) (*L1, error) {
 	s.tags.Store(newTagTable(cfg.MaxTags))
 	s.epoch.Store(1)
 	s.seq.Store(1)
+	// No ExpiryCalculator: otter's per-read expiry bookkeeping would triple the
+	// cost of a hit. Entries carry their deadline and Get checks it; an expired
+	// entry nobody reads stays until size eviction, within MaxBytes.
 	cache, err := otter.New(&otter.Options[string, *l1Entry]{
 		MaximumWeight: uint64(cfg.MaxBytes),
 		Weigher:       func(_ string, e *l1Entry) uint32 { return e.weight },
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *l1Entry]) time.Duration {
-			return e.Value.ttl
-		}),
 		OnAtomicDeletion: func(e otter.DeletionEvent[string, *l1Entry]) {
 			if e.WasEvicted() {
 				stats.evictions.Add(1)
 			}
 		},
 		// Maintenance runs on the goroutine that triggers it: the store starts no
-		// goroutines of its own but otter's expiry ticker, stopped by Close.
+		// goroutines.
 		Executor: func(fn func()) { fn() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("querycache: L1: %w", err)
 	}
 	s.cache = cache
+	s.clock = otter.NewCoarseClock(l1TimeResolution)
 	return s, nil
 }
 
@@ -116,8 +122,12 @@ func (s *L1) Get(_ context.Context, key string, _ LSN) (*Result, error) {
 	if !ok || s.closed.Load() {
 		return nil, nil
 	}
-	if !s.valid(e) {
-		s.stats.invalidated.Add(1)
+	if expired := s.clock.NowNano() >= e.expires; expired || !s.valid(e) {
+		if expired {
+			s.stats.evictions.Add(1)
+		} else {
+			s.stats.invalidated.Add(1)
+		}
 		s.cache.ComputeIfPresent(key, func(old *l1Entry) (*l1Entry, otter.ComputeOp) {
 			if old == e {
 				return nil, otter.InvalidateOp
@@ -166,12 +176,12 @@ func (s *L1) Set(_ context.Context, key string, e Entry) error {
 		return ErrTooLarge
 	}
 	ent := &l1Entry{
-		result: e.Result,
-		tags:   append([]Tag(nil), e.Tags...),
-		stamp:  e.Stamp.Watermark,
-		epoch:  e.Stamp.local,
-		ttl:    e.TTL,
-		weight: uint32(weight),
+		result:  e.Result,
+		tags:    append([]Tag(nil), e.Tags...),
+		stamp:   e.Stamp.Watermark,
+		epoch:   e.Stamp.local,
+		expires: s.clock.NowNano() + int64(e.TTL),
+		weight:  uint32(weight),
 	}
 	if !s.valid(ent) {
 		s.stats.staleFills.Add(1)
@@ -213,18 +223,20 @@ func (s *L1) Stamp(watermark LSN) Stamp {
 	return Stamp{Watermark: watermark, local: s.epoch.Load()}
 }
 
-// Close implements Store: it drops the entries and stops otter's goroutine.
+// Close implements Store: it drops the entries and stops the clock's goroutine.
 func (s *L1) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
 	s.cache.InvalidateAll()
 	s.cache.StopAllGoroutines()
+	s.clock.Stop()
 	return nil
 }
 
 // Stats returns the store's counters.
 func (s *L1) Stats() Stats { return s.stats.snapshot() }
 
-// Len returns the number of entries held (expired ones may still be counted).
+// Len returns the number of entries held (expired ones not yet read or evicted
+// included).
 func (s *L1) Len() int { return s.cache.EstimatedSize() }

@@ -31,10 +31,13 @@ type tagAt struct {
 }
 
 func newTagTable(max int) *tagTable {
-	// The ring may hold stale records of tags invalidated again later: twice the
-	// bound leaves room for them before a live tag has to be forgotten.
-	return &tagTable{max: max, order: make([]tagAt, 2*max)}
+	return &tagTable{max: max}
 }
+
+// ringCap is the most records the ring holds. It may hold stale records of tags
+// invalidated again later: twice the bound leaves room for them before a live tag
+// has to be forgotten.
+func (t *tagTable) ringCap() int { return 2 * t.max }
 
 // lastInvalidated returns the LSN of tag's last invalidation, or the floor.
 //
@@ -72,11 +75,35 @@ func (t *tagTable) invalidate(tags []Tag, lsn LSN) {
 // push appends to the ring, forgetting the oldest records while the ring is full or
 // more tags are remembered than allowed.
 func (t *tagTable) push(a tagAt) {
+	if t.count == len(t.order) {
+		t.makeRoom()
+	}
 	for t.count == len(t.order) || t.live > t.max {
 		t.popOldest()
 	}
 	t.order[(t.head+t.count)%len(t.order)] = a
 	t.count++
+}
+
+// makeRoom grows a full ring (it is allocated as invalidations come) up to
+// ringCap, and past that drops its stale records: records of tags invalidated
+// again later must not push live tags out. A compacted ring holds at most max
+// live records, so compaction runs at most once per max pushes.
+func (t *tagTable) makeRoom() {
+	n := min(max(2*len(t.order), 64), t.ringCap())
+	order := make([]tagAt, n)
+	kept := 0
+	for i := 0; i < t.count; i++ {
+		a := t.order[(t.head+i)%len(t.order)]
+		if n == len(t.order) { // full size already: keep live records only
+			if v, ok := t.lsns.Load(a.tag); !ok || v.(LSN) != a.lsn {
+				continue
+			}
+		}
+		order[kept] = a
+		kept++
+	}
+	t.order, t.head, t.count = order, 0, kept
 }
 
 func (t *tagTable) popOldest() {

@@ -611,7 +611,7 @@ func (s *Redis) Set(ctx context.Context, key string, e Entry) error {
 	if err := e.validate(); err != nil {
 		return err
 	}
-	value := string(EncodeResult(nil, e.Result))
+	value := EncodeResult(nil, e.Result)
 	tags := s.tagList(e.Tags)
 	ttl := strconv.FormatInt(max(e.TTL.Milliseconds(), 1), 10)
 	stamp := hex16(uint64(e.Stamp.Watermark))
@@ -620,7 +620,7 @@ func (s *Redis) Set(ctx context.Context, key string, e Entry) error {
 	err := s.call(ctx, s.cfg.SetTimeout, func(ctx context.Context) error {
 		var err error
 		if s.spread {
-			status, err = s.setSpread(ctx, key, e, epoch, stamp, ttl, value, tags)
+			status, err = s.setSpread(ctx, key, epoch, stamp, ttl, value, tags)
 		} else {
 			s.hooks.beforeStore(key)
 			var reply []any
@@ -665,7 +665,7 @@ func (s *Redis) Set(ctx context.Context, key string, e Entry) error {
 // setSpread checks the fill against meta and the buckets, then writes it: two round
 // trips. An invalidation between the two makes the entry born invalid, and reads
 // check again.
-func (s *Redis) setSpread(ctx context.Context, key string, e Entry, epoch, stamp, ttl, value, tags string) (string, error) {
+func (s *Redis) setSpread(ctx context.Context, key string, epoch, stamp, ttl string, value []byte, tags string) (string, error) {
 	m, err := s.client.HMGet(ctx, s.metaKey, "e", "n").Result()
 	if err != nil {
 		return "", err

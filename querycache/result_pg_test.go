@@ -31,7 +31,7 @@ var fidelityQueries = map[string]string{
 		'-infinity'::timestamptz AS tstz_ninf, 'infinity'::date AS d_inf, '4713-01-01 BC'::date AS d_min,
 		'294276-12-31 23:59:59.999999'::timestamp AS ts_max, '1969-12-31 23:59:59.5+00'::timestamptz AS before_epoch`,
 	"empty bytea first": `SELECT ''::bytea AS e, '\x01'::bytea AS one`,
-	"json": `SELECT '{"a": 1}'::json AS j, '{"b": [1, 2]}'::jsonb AS jb, 'null'::jsonb AS jnull, '"s"'::json AS js`,
+	"json":              `SELECT '{"a": 1}'::json AS j, '{"b": [1, 2]}'::jsonb AS jb, 'null'::jsonb AS jnull, '"s"'::json AS js`,
 	"composite": `SELECT ARRAY[1, 2, NULL]::int[] AS ia, ARRAY['a', 'b c', NULL]::text[] AS ta, '{}'::int[] AS empty,
 		ROW(1, 'x')::pair AS p, 'happy'::mood AS m, 5::posint AS dom, int4range(1, 10) AS r,
 		ARRAY[ROW(2, 'y')::pair] AS pa, ARRAY['2024-01-01'::date] AS da`,
@@ -39,7 +39,7 @@ var fidelityQueries = map[string]string{
 		NULL::jsonb AS j, NULL::numeric AS n, NULL::int[] AS a, NULL::pair AS p, NULL AS unknown`,
 	"rows": `SELECT g AS id, 'name ' || g AS name, CASE WHEN g % 2 = 0 THEN NULL ELSE g * 1.5 END AS half,
 		g % 3 = 0 AS third, '2024-06-01 12:00:00+00'::timestamptz - g * interval '1 hour' AS at FROM generate_series(1, 50) g`,
-	"no rows": `SELECT 1 AS one WHERE false`,
+	"no rows":    `SELECT 1 AS one WHERE false`,
 	"no columns": `SELECT FROM generate_series(1, 3)`,
 }
 

@@ -10,10 +10,11 @@ import (
 // database/sql looks for, answering as the driver's Rows answered when the result
 // was recorded. Each query gets its own Rows; the Result behind it is shared.
 type Rows struct {
-	result  *Result
-	next    int
-	names   []string
-	scratch []byte // holds this row's []byte values: database/sql may hand them out as RawBytes
+	result   *Result
+	next     int
+	names    []string
+	scratch  []byte    // holds this row's []byte values: database/sql may hand them out as RawBytes
+	namesBuf [8]string // the names of a narrow result, in the same allocation as the Rows
 }
 
 var (
@@ -30,7 +31,12 @@ var (
 // modify it without touching the cached Result.
 func (r *Rows) Columns() []string {
 	if r.names == nil {
-		r.names = append(make([]string, 0, len(r.result.names)), r.result.names...)
+		if n := len(r.result.names); n <= len(r.namesBuf) {
+			r.names = r.namesBuf[:n:n]
+		} else {
+			r.names = make([]string, n)
+		}
+		copy(r.names, r.result.names)
 	}
 	return r.names
 }
