@@ -238,9 +238,16 @@ func (c *Cache) NewResultBuilder(columns []Column) *ResultBuilder {
 }
 
 // Apply applies one input from the change stream to every store (Redis first),
-// then advances the watermark. An error means a store could not apply it; the
-// in-process store always does, and the Redis store protects its readers (see
-// Redis), so the caller may go on with the stream; it should log the error.
+// then advances the watermark.
+//
+// An error means Redis could not apply it (the in-process store always does). The
+// caller may go on with the stream, and should log the error, but must not
+// acknowledge the batch's LSN to PostgreSQL yet: once a later Apply returns nil,
+// everything up to that later batch is taken care of (the Redis store starts a new
+// generation before it applies anything after a failure) and acknowledging up to it
+// is safe. Meanwhile Redis answers no reader whose watermark is past what it
+// applied. A process that dies in between leaves the acknowledged LSN before the
+// failed batch, which is then delivered again.
 func (c *Cache) Apply(ctx context.Context, inv Invalidation) error {
 	if err := inv.validate(); err != nil {
 		return err

@@ -650,7 +650,9 @@ func (s *Redis) Set(ctx context.Context, key string, e Entry) error {
 	case "noepoch", "lost":
 		// No generation yet, or tag state was lost: start a new generation. This fill
 		// was stamped in the old one, so it is not stored either way.
-		s.stats.staleFills.Add(1)
+		if status == "lost" {
+			s.stats.staleFills.Add(1)
+		}
 		if err := s.repair(ctx, false); err != nil {
 			return err
 		}
@@ -696,7 +698,8 @@ func (s *Redis) setSpread(ctx context.Context, key string, epoch, stamp, ttl str
 
 // Apply implements Store. An error leaves the store poisoned: the Redis watermark
 // does not advance until a new generation has been started, which the next Apply
-// attempts first.
+// attempts first; so when a later Apply returns nil, the failed batch no longer
+// matters (see Cache.Apply for what the caller may acknowledge).
 func (s *Redis) Apply(ctx context.Context, inv Invalidation) error {
 	if err := inv.validate(); err != nil {
 		return err
