@@ -125,6 +125,7 @@ func (t *Tiered) Set(ctx context.Context, key string, e Entry) error {
 	if t.queue == nil {
 		return t.l2.Set(ctx, key, e)
 	}
+	e.Tags = append([]Tag(nil), e.Tags...) // the caller may reuse its slice once Set returns
 	t.pending.Add(1)
 	select {
 	case t.queue <- pendingWrite{key, e}:
