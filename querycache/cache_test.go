@@ -217,7 +217,10 @@ func TestTieredWriteQueue(t *testing.T) {
 		<-release
 	}}
 	store := func(key string) error {
-		return c.Store(ctx, key, versionResult(1), []Tag{"a"}, c.Stamp(), 0)
+		tags := []Tag{"a"}
+		err := c.Store(ctx, key, versionResult(1), tags, c.Stamp(), 0)
+		tags[0] = "reused" // the driver reuses its slice: the queued write must not see it
+		return err
 	}
 	if err := store("k1"); err != nil { // taken by the writer, which blocks in the hook
 		t.Fatal(err)
@@ -253,6 +256,12 @@ func TestTieredWriteQueue(t *testing.T) {
 		if err != nil || (res != nil) != want {
 			t.Errorf("%s in Redis: %v (%v), want %v", k, res != nil, err, want)
 		}
+	}
+	if err := c.tiered.l2.Apply(ctx, Invalidation{Tags: []Tag{"a"}, Commit: 20}); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := c.tiered.l2.Get(ctx, "k2", 10); res != nil {
+		t.Error("queued fill stored with the caller's reused tags")
 	}
 }
 
