@@ -182,6 +182,7 @@ type Redis struct {
 	nBuckets   string // TagBuckets as sent to the scripts
 
 	epoch    atomic.Uint64 // last generation seen; 0: none yet
+	written  atomic.Uint64 // the highest watermark this process wrote to Redis
 	poisoned atomic.Bool   // an invalidation failed: start a new generation before advancing the watermark
 	closed   atomic.Bool
 	repairMu sync.Mutex // one repair at a time from this process
@@ -718,18 +719,52 @@ func (s *Redis) Apply(ctx context.Context, inv Invalidation) error {
 		}
 	}
 	if inv.Watermark != 0 {
-		force := "0"
-		if inv.Flush {
-			force = "1"
-		}
-		err := s.call(ctx, s.cfg.ApplyTimeout, func(ctx context.Context) error {
-			return advanceWatermark.Run(ctx, s.client, []string{s.metaKey}, hex16(uint64(inv.Watermark)), force).Err()
-		})
-		if err != nil {
+		if err := s.advance(ctx, inv.Watermark, inv.Flush); err != nil {
 			return fmt.Errorf("querycache: Redis watermark: %w", err)
 		}
 	}
 	return nil
+}
+
+// advance writes the Redis watermark. If Redis has lost a watermark this process
+// wrote, it lost the invalidations before it too: start a new generation, then
+// write it.
+func (s *Redis) advance(ctx context.Context, w LSN, force bool) error {
+	for attempt := 0; ; attempt++ {
+		f := "0"
+		if force {
+			f = "1"
+		}
+		var reply string
+		err := s.call(ctx, s.cfg.ApplyTimeout, func(ctx context.Context) error {
+			var err error
+			reply, err = advanceWatermark.Run(ctx, s.client, []string{s.metaKey},
+				hex16(uint64(w)), f, hex16(s.written.Load())).Text()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if reply == "ok" {
+			if force {
+				s.written.Store(uint64(w))
+			} else {
+				for cur := s.written.Load(); uint64(w) > cur && !s.written.CompareAndSwap(cur, uint64(w)); cur = s.written.Load() {
+				}
+			}
+			return nil
+		}
+		if attempt > 0 {
+			return fmt.Errorf("querycache: Redis answered %q", reply)
+		}
+		s.cfg.Logger.Warn("pgcache: Redis lost writes (failover or restore?); starting a new cache generation",
+			"prefix", s.cfg.Prefix)
+		if err := s.repair(ctx, true); err != nil {
+			s.poisoned.Store(true)
+			return err
+		}
+		force = true
+	}
 }
 
 func (s *Redis) applyTags(ctx context.Context, tags []Tag, commit LSN) error {

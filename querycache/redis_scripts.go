@@ -215,11 +215,15 @@ return 'ok'
 `)
 
 // advanceWatermark raises the watermark of this Redis (or sets it, when ARGV[2] is
-// "1": a new replication stream after a flush).
+// "1": a new replication stream after a flush). ARGV[3] is the watermark this
+// process wrote last: finding a lower one means Redis lost writes (a failover to
+// a replica that had not received them, a restore), tag invalidations included, and
+// the reply is "lost" without writing.
 //
-//	KEYS[1] meta; ARGV[1] watermark, ARGV[2] force
+//	KEYS[1] meta; ARGV[1] watermark, ARGV[2] force, ARGV[3] last written
 var advanceWatermark = redis.NewScript(`
 local w = redis.call('HGET', KEYS[1], 'w')
+if ARGV[2] ~= '1' and (w or '0000000000000000') < ARGV[3] then return 'lost' end
 if ARGV[2] == '1' or not w or w < ARGV[1] then redis.call('HSET', KEYS[1], 'w', ARGV[1]) end
 return 'ok'
 `)

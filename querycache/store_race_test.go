@@ -333,3 +333,43 @@ func evictBucketOf(t *testing.T, r *Redis, tag Tag) {
 		t.Fatal(err)
 	}
 }
+
+// TestRedisLostWrites rolls Redis back as a failover to a lagging replica would:
+// the watermark (and with it the invalidations before it) goes back. The consumer
+// must notice on its next batch and start a new generation, so that the entries
+// the lost invalidations should have killed never answer.
+func TestRedisLostWrites(t *testing.T) {
+	for _, kind := range redisKinds() {
+		t.Run(kind.name, func(t *testing.T) {
+			s := kind.new(t, storeOptions{})
+			h := newHarness(t, s)
+			r := s.redis
+			h.commit(10)
+			if err := h.set("k", 1, h.stamp(), "a"); err != nil {
+				t.Fatal(err)
+			}
+			h.commit(20, "a")
+			// The replica never got the invalidation at 20 nor the watermark.
+			epoch := hex16(r.epoch.Load())
+			cur, old := r.bucketKeys(strconv.Itoa(r.bucketOf("a")))
+			for _, k := range []string{cur, old} {
+				if err := r.client.HDel(h.ctx, k, "a").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.client.HSet(h.ctx, r.metaKey, "w", hex16(10), "e", epoch).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if res, _ := s.Get(h.ctx, "k", 10); res == nil {
+				t.Fatal("setup: the rolled-back Redis should answer a reader at 10")
+			}
+			h.commit(30, "b")
+			if res, _ := s.Get(h.ctx, "k", 10); res != nil {
+				t.Fatal("entry invalidated by a lost write answered after the next batch")
+			}
+			if v := h.get("k"); v != -1 {
+				t.Fatalf("get = %d", v)
+			}
+		})
+	}
+}
