@@ -59,6 +59,16 @@ import (
 // advancing the Redis watermark ("poisoned") until it has started a new generation,
 // which it attempts before the next invalidation.
 //
+// # Lost writes
+//
+// Redis may lose acknowledged writes: asynchronous replication and a failover to a
+// replica that had not received them, or a restore. The consumer remembers the
+// watermark it last wrote; finding a lower one in Redis means the invalidations
+// before it may be lost as well, and it starts a new generation. Until then readers
+// that know of the lost commits see Redis as behind. A consumer that restarts
+// between the loss and its next batch does not remember what it wrote: after a
+// failover of the Redis behind pgcache, flush (Invalidation.Flush) to be sure.
+//
 // # Stamps and generations
 //
 // A fill is stored only if Redis's generation is still the one the store had seen

@@ -65,7 +65,8 @@ type Entry struct {
 	// Stamp is what Store.Stamp returned before the database read began.
 	Stamp Stamp
 	// TTL bounds the entry's life: a backstop for lost invalidations, not the
-	// mechanism. Must be positive.
+	// mechanism. Must be positive. The in-process store checks it against a clock
+	// that ticks every 100ms, so an entry may live that much longer there.
 	TTL time.Duration
 }
 
