@@ -71,6 +71,7 @@ func benchCache(b *testing.B, cfg Config) *Cache {
 // replayAll reads every row of a hit the way database/sql does.
 func replayAll(b *testing.B, res *Result, dest []driver.Value) {
 	rows := res.Rows()
+	defer rows.Close()
 	_ = rows.Columns()
 	for {
 		if err := rows.Next(dest); err != nil {
@@ -109,6 +110,7 @@ func BenchmarkL1Lookup(b *testing.B) {
 				rows := res.Rows()
 				for rows.Next(dest) == nil {
 				}
+				rows.Close()
 			}
 		})
 	})

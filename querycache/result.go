@@ -182,7 +182,7 @@ func (r *Result) Value(row, col int) driver.Value {
 func (r *Result) Size() int { return r.size }
 
 // Rows returns a driver.Rows replaying the result from its first row.
-func (r *Result) Rows() *Rows { return &Rows{result: r} }
+func (r *Result) Rows() *Rows { return newRows(r) }
 
 // Limits bound what one cache entry may hold. A result over a limit is streamed to
 // the application but not cached.

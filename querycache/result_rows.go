@@ -4,11 +4,15 @@ import (
 	"database/sql/driver"
 	"io"
 	"reflect"
+	"sync"
 )
 
 // Rows replays a Result as driver.Rows, with every optional Rows interface
 // database/sql looks for, answering as the driver's Rows answered when the result
 // was recorded. Each query gets its own Rows; the Result behind it is shared.
+//
+// Close returns the Rows to a pool: it must not be used after Close, as
+// database/sql never does (a Rows closed twice is closed once).
 type Rows struct {
 	result   *Result
 	next     int
@@ -41,9 +45,33 @@ func (r *Rows) Columns() []string {
 	return r.names
 }
 
-// Close ends the replay. It never fails.
+// rowsPool recycles Rows: a hit would otherwise allocate one per query, a large
+// part of what a hit costs.
+var rowsPool = sync.Pool{New: func() any { return new(Rows) }}
+
+// closedResult stands in for the result of a closed Rows: no rows, no columns.
+var closedResult = &Result{}
+
+// maxPooledScratch bounds the []byte buffer a pooled Rows keeps.
+const maxPooledScratch = 64 << 10
+
+func newRows(res *Result) *Rows {
+	r := rowsPool.Get().(*Rows)
+	r.result, r.next, r.names = res, 0, nil
+	return r
+}
+
+// Close ends the replay and returns the Rows to the pool. It never fails.
 func (r *Rows) Close() error {
-	r.next = r.result.rows
+	if r.result == closedResult {
+		return nil
+	}
+	r.result, r.names = closedResult, nil
+	clear(r.namesBuf[:])
+	if cap(r.scratch) > maxPooledScratch {
+		r.scratch = nil
+	}
+	rowsPool.Put(r)
 	return nil
 }
 

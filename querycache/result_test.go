@@ -265,6 +265,13 @@ func TestRowsReplayIndependently(t *testing.T) {
 	if err := r1.Next(dest); err != io.EOF {
 		t.Fatalf("Next after Close: %v", err)
 	}
+	// Closing twice returns the Rows to the pool once: two new Rows are distinct.
+	if err := r1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := res.Rows(), res.Rows(); a == b {
+		t.Fatal("one pooled Rows handed out twice")
+	}
 	if err := r2.Next(dest); err != nil || dest[0] != "b" {
 		t.Fatal(dest, err)
 	}
