@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// Config configures an Analyzer. The zero value is valid: every zero field takes its
+// AnalyzerConfig configures an Analyzer. The zero value is valid: every zero field takes its
 // default.
-type Config struct {
+type AnalyzerConfig struct {
 	// MaxStatements bounds the statement texts whose catalog-free analysis is kept.
 	// default: 4096
 	MaxStatements int
@@ -46,12 +46,12 @@ type Config struct {
 	Published func(Relation) bool
 }
 
-func (c Config) withDefaults() (Config, error) {
+func (c AnalyzerConfig) withDefaults() (AnalyzerConfig, error) {
 	var errs []error
 	check := func(name string, v *int, def int) {
 		switch {
 		case *v < 0:
-			errs = append(errs, fmt.Errorf("querycache: Config.%s is negative (%d)", name, *v))
+			errs = append(errs, fmt.Errorf("querycache: AnalyzerConfig.%s is negative (%d)", name, *v))
 		case *v == 0:
 			*v = def
 		}
@@ -66,7 +66,7 @@ func (c Config) withDefaults() (Config, error) {
 	check("MaxViewDepth", &c.MaxViewDepth, 8)
 	switch {
 	case c.CatalogTTL < 0:
-		errs = append(errs, fmt.Errorf("querycache: Config.CatalogTTL is negative (%s)", c.CatalogTTL))
+		errs = append(errs, fmt.Errorf("querycache: AnalyzerConfig.CatalogTTL is negative (%s)", c.CatalogTTL))
 	case c.CatalogTTL == 0:
 		c.CatalogTTL = 30 * time.Second
 	}
@@ -111,7 +111,7 @@ type Session struct {
 // text, the plans per text and identity, and catalog facts per identity, all bounded.
 // It is safe for concurrent use.
 type Analyzer struct {
-	cfg Config
+	cfg AnalyzerConfig
 	gen atomic.Uint64 // bumped by InvalidateCatalog: plans of older generations are redone
 
 	mu    sync.Mutex
@@ -141,7 +141,7 @@ type stmtEntry struct {
 }
 
 // NewAnalyzer returns an Analyzer, or an error naming every invalid Config field.
-func NewAnalyzer(cfg Config) (*Analyzer, error) {
+func NewAnalyzer(cfg AnalyzerConfig) (*Analyzer, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

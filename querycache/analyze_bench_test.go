@@ -12,7 +12,7 @@ const benchSQL = `SELECT "users"."id", "users"."email", "users"."name" FROM "use
 
 func benchAnalyzer(b *testing.B) (*Analyzer, *Session) {
 	b.Helper()
-	a, err := NewAnalyzer(Config{})
+	a, err := NewAnalyzer(AnalyzerConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

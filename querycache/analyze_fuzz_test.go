@@ -94,7 +94,7 @@ func FuzzAnalyze(f *testing.F) {
 			f.Add(line)
 		}
 	}
-	a, err := NewAnalyzer(Config{MaxPlans: 64, MaxStatements: 64})
+	a, err := NewAnalyzer(AnalyzerConfig{MaxPlans: 64, MaxStatements: 64})
 	if err != nil {
 		f.Fatal(err)
 	}

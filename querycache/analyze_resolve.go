@@ -421,7 +421,7 @@ func (r *resolver) occurrencePredicates(sc *occScope, types map[qname]typeInfo) 
 		p := &Predicate{}
 		lists := make([][]ValueSource, len(names))
 		for j, n := range names {
-			p.Columns = append(p.Columns, Column{Name: n, Class: cols[n].class})
+			p.Columns = append(p.Columns, PredicateColumn{Name: n, Class: cols[n].class})
 			lists[j] = cols[n].values
 		}
 		p.Tuples = crossProduct(lists)
@@ -700,7 +700,7 @@ func offlinePlan(st *stmt, base Plan) *Plan {
 			pr = &Predicate{Tuples: [][]ValueSource{nil}}
 			preds[occ] = pr
 		}
-		if slices.ContainsFunc(pr.Columns, func(x Column) bool { return x.Name == col }) {
+		if slices.ContainsFunc(pr.Columns, func(x PredicateColumn) bool { return x.Name == col }) {
 			continue
 		}
 		var vals []ValueSource
@@ -719,7 +719,7 @@ func offlinePlan(st *stmt, base Plan) *Plan {
 		if len(pr.Tuples)*len(vals) > base.maxTags {
 			continue // as the catalog-checked plan does: fewer columns, never more tuples
 		}
-		pr.Columns = append(pr.Columns, Column{Name: col})
+		pr.Columns = append(pr.Columns, PredicateColumn{Name: col})
 		var next [][]ValueSource
 		for _, t := range pr.Tuples {
 			for _, v := range vals {
@@ -754,7 +754,7 @@ func sortedPredicate(p Predicate) Predicate {
 		idx[i] = i
 	}
 	sort.Slice(idx, func(a, b int) bool { return p.Columns[idx[a]].Name < p.Columns[idx[b]].Name })
-	out := Predicate{Columns: make([]Column, len(idx))}
+	out := Predicate{Columns: make([]PredicateColumn, len(idx))}
 	for i, j := range idx {
 		out.Columns[i] = p.Columns[j]
 	}

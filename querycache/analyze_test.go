@@ -15,8 +15,6 @@ import (
 	"github.com/pgcache/pgcache/querycache"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgcachetest.Main(m)) }
-
 //go:embed testdata/schema.sql
 var fixtureSchema string
 
@@ -58,7 +56,7 @@ func session(t testing.TB, conn *pgx.Conn) *querycache.Session {
 	return &querycache.Session{Identity: id, Conn: conn}
 }
 
-func newAnalyzer(t testing.TB, cfg querycache.Config) *querycache.Analyzer {
+func newAnalyzer(t testing.TB, cfg querycache.AnalyzerConfig) *querycache.Analyzer {
 	t.Helper()
 	a, err := querycache.NewAnalyzer(cfg)
 	if err != nil {
@@ -140,7 +138,7 @@ func TestCorpus(t *testing.T) {
 		t.Fatalf("corpus has %d statements, want at least 150", len(cases))
 	}
 	f := newFixture(t)
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	s := session(t, f.conn)
 	for _, c := range cases {
 		p := mustPlan(t, a, s, c.sql)

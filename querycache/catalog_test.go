@@ -17,7 +17,7 @@ import (
 func TestSearchPathChoosesTheRelation(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	const sql = "SELECT * FROM accounts WHERE id = $1"
 	want := map[string]string{"tenant_a": `read "tenant_a"."accounts" where (id)=($1)`, "tenant_b": `read "tenant_b"."accounts" where (id)=($1)`}
 	var keys []querycache.Key
@@ -53,7 +53,7 @@ func TestSearchPathChoosesTheRelation(t *testing.T) {
 func TestTemporaryObjects(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	s := session(t, f.conn)
 	create := "CREATE TEMP TABLE users (id int)"
 	if p := mustPlan(t, a, s, create); !p.CreatesTemp || p.Cacheable {
@@ -83,7 +83,7 @@ func TestTemporaryObjects(t *testing.T) {
 func TestInvalidateCatalog(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	a := newAnalyzer(t, querycache.Config{CatalogTTL: time.Hour})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{CatalogTTL: time.Hour})
 	s := session(t, f.conn)
 	const sql = "SELECT * FROM orgs WHERE id = $1"
 	if p := mustPlan(t, a, s, sql); !p.Cacheable {
@@ -100,7 +100,7 @@ func TestInvalidateCatalog(t *testing.T) {
 		t.Fatalf("after InvalidateCatalog: %s", p.Summary())
 	}
 
-	short := newAnalyzer(t, querycache.Config{CatalogTTL: 50 * time.Millisecond})
+	short := newAnalyzer(t, querycache.AnalyzerConfig{CatalogTTL: 50 * time.Millisecond})
 	const sql2 = "SELECT * FROM pets WHERE id = $1"
 	if p := mustPlan(t, short, s, sql2); !p.Cacheable {
 		t.Fatal(p.Summary())
@@ -119,7 +119,7 @@ func TestInvalidateCatalog(t *testing.T) {
 func TestUserFunctionVolatility(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	s := session(t, f.conn)
 	const sql = "SELECT add_one(age) FROM users WHERE id = $1"
 	if p := mustPlan(t, a, s, sql); !p.Cacheable {
@@ -137,7 +137,7 @@ func TestUserFunctionVolatility(t *testing.T) {
 // TestPublishedHook: relations outside the publication are refused.
 func TestPublishedHook(t *testing.T) {
 	f := newFixture(t)
-	a := newAnalyzer(t, querycache.Config{Published: func(r querycache.Relation) bool { return r.Name != "orders" }})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{Published: func(r querycache.Relation) bool { return r.Name != "orders" }})
 	s := session(t, f.conn)
 	if p := mustPlan(t, a, s, "SELECT * FROM users WHERE id = 1"); !p.Cacheable {
 		t.Fatal(p.Summary())
@@ -151,7 +151,7 @@ func TestPublishedHook(t *testing.T) {
 // TestPlanCacheBound: the plan cache forgets old statements but stays correct.
 func TestPlanCacheBound(t *testing.T) {
 	f := newFixture(t)
-	a := newAnalyzer(t, querycache.Config{MaxPlans: 4, MaxStatements: 4, MaxCatalogEntries: 3})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{MaxPlans: 4, MaxStatements: 4, MaxCatalogEntries: 3})
 	s := session(t, f.conn)
 	for round := 0; round < 3; round++ {
 		for _, table := range []string{"users", "orgs", "orders", "pets", "cars", "place"} {
@@ -172,7 +172,7 @@ func TestPlanCacheBound(t *testing.T) {
 // TestSchemes: the column sets invalidate must register.
 func TestSchemes(t *testing.T) {
 	f := newFixture(t)
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	s := session(t, f.conn)
 	p := mustPlan(t, a, s, "SELECT * FROM users u JOIN orders o ON o.user_id = u.id AND o.status = $2 WHERE u.email = $1 AND u.deleted_at IS NULL")
 	var got []string

@@ -66,12 +66,12 @@ type Read struct {
 // Predicate is an equality restriction on a set of columns: the rows whose columns
 // equal one of the value tuples.
 type Predicate struct {
-	Columns []Column        // sorted by name
-	Tuples  [][]ValueSource // each aligned with Columns
+	Columns []PredicateColumn // sorted by name
+	Tuples  [][]ValueSource   // each aligned with Columns
 }
 
 // Column is a predicate column with its value class.
-type Column struct {
+type PredicateColumn struct {
 	Name  string
 	Class ValueClass
 }
@@ -112,7 +112,7 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 // changed row, the row tags of each scheme of its relation.
 type Scheme struct {
 	Relation Relation
-	Columns  []Column // sorted by name
+	Columns  []PredicateColumn // sorted by name
 }
 
 // Schemes returns the column sets this plan's row tags use, per relation.
@@ -320,7 +320,7 @@ func quoteAll(names []string) []string {
 	return out
 }
 
-func columnNames(cols []Column) []string {
+func columnNames(cols []PredicateColumn) []string {
 	names := make([]string, len(cols))
 	for i, c := range cols {
 		names[i] = c.Name

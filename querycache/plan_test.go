@@ -30,7 +30,7 @@ func tagStrings(tags []querycache.Tag) []string {
 // row tags from a row's text values with the plan's schemes.
 func TestTags(t *testing.T) {
 	f := newFixture(t)
-	a := newAnalyzer(t, querycache.Config{MaxTags: 4})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{MaxTags: 4})
 	s := session(t, f.conn)
 	users := querycache.Relation{Schema: "public", Name: "users"}
 	orders := querycache.Relation{Schema: "public", Name: "orders"}
@@ -111,7 +111,7 @@ func TestRowTagIsBounded(t *testing.T) {
 // TestKeys: keys separate identities and argument types, and agree otherwise.
 func TestKeys(t *testing.T) {
 	f := newFixture(t)
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	s := session(t, f.conn)
 	p := mustPlan(t, a, s, "SELECT * FROM users WHERE id = $1")
 	key := func(id querycache.Identity, vs ...any) querycache.Key {
@@ -164,14 +164,14 @@ func TestKeys(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	if _, err := querycache.NewAnalyzer(querycache.Config{MaxPlans: -1, CatalogTTL: -1}); err == nil ||
+	if _, err := querycache.NewAnalyzer(querycache.AnalyzerConfig{MaxPlans: -1, CatalogTTL: -1}); err == nil ||
 		!strings.Contains(err.Error(), "MaxPlans") || !strings.Contains(err.Error(), "CatalogTTL") {
 		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestOffline(t *testing.T) {
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	p, err := a.Plan(context.Background(), nil, `SELECT * FROM "users" u WHERE u.id = $1 AND u.deleted_at IS NULL`)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestOffline(t *testing.T) {
 }
 
 func TestDirectives(t *testing.T) {
-	a := newAnalyzer(t, querycache.Config{})
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
 	p := a.Offline("SELECT 1 /* pgcache:ttl=1h30m */ -- trailing")
 	if p.TTL.Minutes() != 90 || p.Off {
 		t.Fatalf("%+v", p)

@@ -38,7 +38,7 @@ func runExplain(ctx context.Context, stdout io.Writer, args []string) error {
 		return &usageError{msg: "want exactly one statement (quote it)"}
 	}
 	sql := fs.Arg(0)
-	a, err := querycache.NewAnalyzer(querycache.Config{})
+	a, err := querycache.NewAnalyzer(querycache.AnalyzerConfig{})
 	if err != nil {
 		return err
 	}
