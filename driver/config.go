@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -33,6 +36,33 @@ type Config struct {
 	// DSN: pgcache_mode=auto|off. default: ModeAuto
 	Mode Mode
 
+	// TTL is how long an entry may live when its statement names no TTL of its
+	// own. It is a backstop for lost invalidations: entries normally leave the
+	// cache when a committed change invalidates them.
+	// DSN: pgcache_ttl=5m. default: 5m
+	TTL time.Duration
+
+	// MaxLag is the staleness bound: while the change stream is disconnected or
+	// further behind than this, reads bypass the cache.
+	// DSN: pgcache_max_lag=1s. default: 1s
+	MaxLag time.Duration
+
+	// L1Bytes bounds the memory of the in-process cache.
+	// DSN: pgcache_l1_bytes=64MiB. default: 64 MiB
+	L1Bytes int64
+
+	// MaxRows and MaxBytes bound one entry: a larger result is streamed to the
+	// application and not cached.
+	// DSN: pgcache_max_rows=10000, pgcache_max_bytes=1MiB. default: 10000 rows, 1 MiB
+	MaxRows  int
+	MaxBytes int
+
+	// Allow, when not empty, lists the only relations whose queries are cached;
+	// Deny lists relations whose queries never are. Patterns: "schema.name",
+	// "name" (any schema) or "schema.*".
+	// DSN: pgcache_allow=public.users,public.orders, pgcache_deny=audit.*
+	Allow, Deny []string
+
 	// Logger receives pgcache's own log records (never query text with arguments).
 	// default: slog.Default()
 	Logger *slog.Logger
@@ -48,6 +78,12 @@ type Config struct {
 	dsn string
 }
 
+// Defaults of Config fields that differ from the cache's own.
+const (
+	DefaultTTL    = 5 * time.Minute
+	DefaultMaxLag = time.Second
+)
+
 // option is one pgcache_* DSN parameter.
 type option struct {
 	doc string
@@ -56,6 +92,23 @@ type option struct {
 
 // options lists every pgcache_* DSN parameter; any other is an error that names it.
 var options = map[string]option{
+	"pgcache_ttl":       durationOption("a positive duration such as 30s or 5m", func(c *Config, d time.Duration) { c.TTL = d }),
+	"pgcache_max_lag":   durationOption("a positive duration such as 500ms or 2s", func(c *Config, d time.Duration) { c.MaxLag = d }),
+	"pgcache_l1_bytes":  sizeOption(func(c *Config, n int64) { c.L1Bytes = n }),
+	"pgcache_max_bytes": sizeOption(func(c *Config, n int64) { c.MaxBytes = int(n) }),
+	"pgcache_max_rows": {
+		doc: "the most rows one cached entry may have",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("want a positive number of rows, got %q", v)
+			}
+			c.MaxRows = n
+			return nil
+		},
+	},
+	"pgcache_allow": listOption(func(c *Config, l []string) { c.Allow = l }),
+	"pgcache_deny":  listOption(func(c *Config, l []string) { c.Deny = l }),
 	"pgcache_mode": {
 		doc: "auto (default) caches while an invalidation source keeps the cache current; off never caches",
 		set: func(c *Config, v string) error {
@@ -67,6 +120,57 @@ var options = map[string]option{
 			return fmt.Errorf("want auto or off, got %q", v)
 		},
 	},
+}
+
+func durationOption(want string, set func(*Config, time.Duration)) option {
+	return option{doc: want, set: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("want %s, got %q", want, v)
+		}
+		set(c, d)
+		return nil
+	}}
+}
+
+func sizeOption(set func(*Config, int64)) option {
+	return option{doc: "a size in bytes, optionally with KiB, MiB or GiB", set: func(c *Config, v string) error {
+		n, err := parseSize(v)
+		if err != nil {
+			return err
+		}
+		set(c, n)
+		return nil
+	}}
+}
+
+func listOption(set func(*Config, []string)) option {
+	return option{doc: "a comma-separated list of relation patterns", set: func(c *Config, v string) error {
+		var list []string
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				list = append(list, p)
+			}
+		}
+		set(c, list)
+		return nil
+	}}
+}
+
+// parseSize parses "1048576", "512KiB", "64MiB" or "1GiB".
+func parseSize(v string) (int64, error) {
+	s, mult := strings.TrimSpace(v), int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, suffix)), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("want a positive size such as 1048576, 512KiB or 64MiB, got %q", v)
+	}
+	return n * mult, nil
 }
 
 // ParseConfig parses a DSN as pgx does (URL or keyword/value form, PG* environment
@@ -127,6 +231,18 @@ func (c *Config) withDefaults() (*Config, error) {
 	}
 	if cp.Logger == nil {
 		cp.Logger = slog.Default()
+	}
+	if cp.TTL < 0 || cp.MaxLag < 0 || cp.L1Bytes < 0 || cp.MaxRows < 0 || cp.MaxBytes < 0 {
+		return nil, fmt.Errorf("pgcache: Config.TTL, MaxLag, L1Bytes, MaxRows and MaxBytes must not be negative")
+	}
+	if cp.TTL == 0 {
+		cp.TTL = DefaultTTL
+	}
+	if cp.MaxLag == 0 {
+		cp.MaxLag = DefaultMaxLag
+	}
+	if _, err := compileFilter(cp.Allow, cp.Deny); err != nil {
+		return nil, err
 	}
 	return &cp, nil
 }

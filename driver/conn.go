@@ -14,6 +14,10 @@ import (
 type Conn struct {
 	base      *stdlib.Conn
 	connector *Connector
+
+	// Caching state, used only when the connector caches (connector.rp != nil).
+	sess       session
+	txMayWrite bool // the open transaction ran a statement that may have written
 }
 
 // Every optional interface database/sql looks for on a connection.
@@ -77,14 +81,23 @@ func (c *Conn) BeginTx(ctx context.Context, opts sqldriver.TxOptions) (sqldriver
 	return &Tx{base: tx, conn: c}, nil
 }
 
-// ExecContext runs a statement that returns no rows.
+// ExecContext runs a statement that returns no rows. It never uses the cache, but
+// what it may have written keeps this *sql.DB from reading older cached data.
 func (c *Conn) ExecContext(ctx context.Context, query string, args []sqldriver.NamedValue) (sqldriver.Result, error) {
-	return c.base.ExecContext(ctx, query, args)
+	res, err := c.base.ExecContext(ctx, query, args)
+	if rp := c.connector.rp; rp != nil {
+		c.afterStatement(rp.offlineMayWrite(query))
+	}
+	return res, err
 }
 
-// QueryContext runs a query.
+// QueryContext runs a query, from the cache when it may.
 func (c *Conn) QueryContext(ctx context.Context, query string, args []sqldriver.NamedValue) (sqldriver.Rows, error) {
-	return c.base.QueryContext(ctx, query, args)
+	rp := c.connector.rp
+	if rp == nil {
+		return c.base.QueryContext(ctx, query, args)
+	}
+	return rp.query(ctx, c, query, args, func() (sqldriver.Rows, error) { return c.base.QueryContext(ctx, query, args) })
 }
 
 // Ping checks the connection, as pgx does.

@@ -9,6 +9,9 @@ import (
 	"io"
 
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgcache/pgcache/invalidate"
+	"github.com/pgcache/pgcache/querycache"
 )
 
 // Connector is pgcache's database/sql connector: it makes pgx connections and wraps
@@ -18,6 +21,10 @@ type Connector struct {
 	driver *Driver
 	cfg    *Config
 	base   sqldriver.Connector // pgx's connector
+
+	// Set in ModeAuto only.
+	rp     *readPath
+	stream *changeStream
 }
 
 var (
@@ -71,7 +78,39 @@ func build(d *Driver, cfg *Config) (*Connector, error) {
 	} else {
 		c.base = stdlib.GetConnector(*cfg.ConnConfig, cfg.StdlibOptions...)
 	}
+	if cfg.Mode == ModeAuto {
+		if err := c.buildReadPath(); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// buildReadPath sets up the cache, the analyzer and the change stream that keeps
+// the cache current.
+func (c *Connector) buildReadPath() error {
+	filter, err := compileFilter(c.cfg.Allow, c.cfg.Deny)
+	if err != nil {
+		return err
+	}
+	rp := &readPath{schemes: invalidate.NewSchemes(0, 0), filter: filter}
+	c.stream = newChangeStream(c.cfg, rp)
+	rp.analyzer, err = querycache.NewAnalyzer(querycache.AnalyzerConfig{Published: c.stream.isPublished})
+	if err != nil {
+		return err
+	}
+	rp.cache, err = querycache.New(querycache.Config{
+		L1:         querycache.L1Config{MaxBytes: c.cfg.L1Bytes},
+		Health:     c.stream,
+		MaxLag:     c.cfg.MaxLag,
+		DefaultTTL: c.cfg.TTL,
+		Limits:     querycache.Limits{MaxRows: c.cfg.MaxRows, MaxBytes: c.cfg.MaxBytes},
+	})
+	if err != nil {
+		return err
+	}
+	c.rp = rp
+	return nil
 }
 
 // Connect opens a new connection, with pgx's errors unchanged.
@@ -85,14 +124,21 @@ func (c *Connector) Connect(ctx context.Context) (sqldriver.Conn, error) {
 		_ = bc.Close()
 		return nil, fmt.Errorf("pgcache: pgx returned an unexpected connection type %T", bc)
 	}
+	if c.stream != nil {
+		c.stream.start(sc.Conn().Config())
+	}
 	return &Conn{base: sc, connector: c}, nil
 }
 
 // Driver returns the pgcache driver.
 func (c *Connector) Driver() sqldriver.Driver { return c.driver }
 
-// Close releases what the connector holds. Connections already handed to
-// database/sql are closed by database/sql.
+// Close stops the change stream and drops the cache. Connections already handed
+// to database/sql are closed by database/sql.
 func (c *Connector) Close() error {
-	return nil
+	if c.rp == nil {
+		return nil
+	}
+	c.stream.stop()
+	return c.rp.cache.Close()
 }

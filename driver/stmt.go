@@ -39,10 +39,18 @@ func (s *Stmt) Query([]sqldriver.Value) (sqldriver.Rows, error) {
 
 // ExecContext runs the statement.
 func (s *Stmt) ExecContext(ctx context.Context, args []sqldriver.NamedValue) (sqldriver.Result, error) {
-	return s.base.ExecContext(ctx, args)
+	res, err := s.base.ExecContext(ctx, args)
+	if rp := s.conn.connector.rp; rp != nil {
+		s.conn.afterStatement(rp.offlineMayWrite(s.query))
+	}
+	return res, err
 }
 
-// QueryContext runs the statement as a query.
+// QueryContext runs the statement as a query, from the cache when it may.
 func (s *Stmt) QueryContext(ctx context.Context, args []sqldriver.NamedValue) (sqldriver.Rows, error) {
-	return s.base.QueryContext(ctx, args)
+	rp := s.conn.connector.rp
+	if rp == nil {
+		return s.base.QueryContext(ctx, args)
+	}
+	return rp.query(ctx, s.conn, s.query, args, func() (sqldriver.Rows, error) { return s.base.QueryContext(ctx, args) })
 }

@@ -11,12 +11,17 @@ type Tx struct {
 
 var _ sqldriver.Tx = (*Tx)(nil)
 
-// Commit commits the transaction.
+// Commit commits the transaction. If it may have written, this *sql.DB reads no
+// cached data older than the commit from then on.
 func (t *Tx) Commit() error {
-	return t.base.Commit()
+	err := t.base.Commit()
+	t.conn.afterStatement(false)
+	return err
 }
 
 // Rollback rolls the transaction back.
 func (t *Tx) Rollback() error {
-	return t.base.Rollback()
+	err := t.base.Rollback()
+	t.conn.afterStatement(false)
+	return err
 }

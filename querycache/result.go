@@ -294,9 +294,22 @@ func (b *ResultBuilder) Add(row []driver.Value) error {
 	return nil
 }
 
+// fail stops the builder. Over the limits it keeps the rows it has (they are within
+// the limits) for Buffered; after any other error it drops them.
 func (b *ResultBuilder) fail(err error) {
 	b.err = err
+	if err != ErrOverLimit {
+		b.values = nil
+	}
+}
+
+// Buffered returns the rows added before the builder stopped over its limits, row
+// major (each row is as wide as the columns), so the caller can still give them to
+// the application. They are the builder's: it must not be used afterwards.
+func (b *ResultBuilder) Buffered() []driver.Value {
+	v := b.values
 	b.values = nil
+	return v
 }
 
 // Err returns the error that stopped the builder, if any.

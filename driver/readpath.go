@@ -1,0 +1,265 @@
+package driver
+
+import (
+	"context"
+	sqldriver "database/sql/driver"
+	"errors"
+	"io"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/pgcache/pgcache/invalidate"
+	"github.com/pgcache/pgcache/querycache"
+)
+
+// readPath is the cached read path that a caching connector's connections share.
+type readPath struct {
+	analyzer *querycache.Analyzer
+	cache    *querycache.Cache
+	schemes  *invalidate.Schemes
+	filter   relationFilter
+	flights  singleflight.Group
+	fence    fence
+}
+
+// Bypass reasons of the driver, counted with the cache's own (querycache.Bypass*)
+// and the analyzer's refusals (querycache.Reason strings).
+const (
+	bypassContext     = "context-off"      // the context says WithoutCache
+	bypassTransaction = "in-transaction"   // an explicit transaction is open
+	bypassSessionErr  = "session-error"    // reading the session's identity failed
+	bypassPlanErr     = "analyzer-error"   // catalog queries of the analyzer failed
+	bypassFence       = "read-your-writes" // this *sql.DB wrote and the stream has not caught up
+	bypassArguments   = "arguments"        // an argument cannot be part of a key
+	bypassSchemes     = "scheme-limit"     // the scheme registry is full
+	bypassFiltered    = "filtered"         // a relation is outside Config.Allow or in Config.Deny
+)
+
+// queryFunc runs the statement on PostgreSQL through pgx's stdlib.
+type queryFunc func() (sqldriver.Rows, error)
+
+// query answers a query: from the cache when it may, from PostgreSQL otherwise.
+func (rp *readPath) query(ctx context.Context, c *Conn, sql string, args []sqldriver.NamedValue, direct queryFunc) (sqldriver.Rows, error) {
+	plan, why := rp.plan(ctx, c, sql, args)
+	if plan == nil {
+		rp.cache.CountBypass(why)
+		return c.passThrough(direct, rp.offlineMayWrite(sql))
+	}
+	key, ok := plan.Key(&c.sess.id, args)
+	if !ok {
+		rp.cache.CountBypass(bypassArguments)
+		return c.passThrough(direct, false)
+	}
+	k := string(key[:])
+	if res, hit := rp.cache.Lookup(ctx, k); hit {
+		return res.Rows(), nil
+	}
+	for _, s := range plan.Schemes() {
+		// Registered before the stamp is taken: every change applied after the
+		// stamp computes this scheme's tags.
+		if !rp.schemes.Register(s) {
+			rp.cache.CountBypass(bypassSchemes)
+			return c.passThrough(direct, false)
+		}
+	}
+	ttl := plan.TTL
+	if d, ok := ttlFrom(ctx); ok {
+		ttl = d
+	}
+	return rp.fill(ctx, c, k, plan.Tags(args), ttl, direct)
+}
+
+// plan returns the plan of a cacheable query that may use the cache now, or nil
+// and the reason to bypass it.
+func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldriver.NamedValue) (*querycache.Plan, string) {
+	if cacheOff(ctx) {
+		return nil, bypassContext
+	}
+	pgxConn := c.base.Conn()
+	if pgxConn.PgConn().TxStatus() != 'I' {
+		return nil, bypassTransaction
+	}
+	if ok, why := rp.cache.Usable(); !ok {
+		return nil, why
+	}
+	if writes, stale := rp.fence.pending(); stale || !c.sess.current {
+		lsn, err := c.sess.load(ctx, pgxConn)
+		if err != nil {
+			return nil, bypassSessionErr
+		}
+		rp.fence.cover(writes, lsn)
+	} else {
+		c.sess.refreshSettings(pgxConn)
+	}
+	plan, err := rp.analyzer.Plan(ctx, &querycache.Session{Identity: c.sess.id, Conn: pgxConn, TempObjects: c.sess.temp}, sql)
+	if err != nil {
+		return nil, bypassPlanErr
+	}
+	if plan.CreatesTemp {
+		c.sess.temp = true
+	}
+	switch {
+	case !plan.Cacheable:
+		return nil, plan.Reason.String()
+	case plan.Off:
+		return nil, querycache.ReasonDirectiveOff.String()
+	case !rp.filter.allows(plan.Reads):
+		return nil, bypassFiltered
+	case rp.fence.holds(rp.cache.Watermark()):
+		return nil, bypassFence
+	}
+	return plan, ""
+}
+
+// offlineMayWrite tells, without the catalog, whether a statement may write: only
+// text PostgreSQL rejects or that holds no statement surely does not.
+func (rp *readPath) offlineMayWrite(sql string) bool {
+	switch rp.analyzer.Offline(sql).Reason {
+	case querycache.ReasonParseError, querycache.ReasonEmpty:
+		return false
+	}
+	return true
+}
+
+// passThrough runs a statement on PostgreSQL, then records what it may have
+// changed: the session (a statement that is not a cacheable SELECT may SET
+// anything) and, when mayWrite, data (read-your-writes).
+func (c *Conn) passThrough(direct queryFunc, mayWrite bool) (sqldriver.Rows, error) {
+	rows, err := direct()
+	c.afterStatement(mayWrite)
+	return rows, err
+}
+
+// afterStatement records a statement that is not a cached read.
+func (c *Conn) afterStatement(mayWrite bool) {
+	rp := c.connector.rp
+	if rp == nil {
+		return
+	}
+	c.sess.current = false
+	inTx := c.base.Conn().PgConn().TxStatus() != 'I'
+	if mayWrite {
+		if inTx {
+			c.txMayWrite = true
+		} else {
+			rp.fence.wrote()
+		}
+	}
+	if c.txMayWrite && !inTx {
+		// The transaction ended (COMMIT, ROLLBACK, or an error): count its
+		// writes as committed, which is the safe assumption.
+		c.txMayWrite = false
+		rp.fence.wrote()
+	}
+}
+
+// errNotShared tells followers of a fill that the leader's result is not theirs
+// to use (too large to cache, its caller went away, or it failed): they query on
+// their own connection.
+var errNotShared = errors.New("pgcache: fill not shared")
+
+// fillResult is what a fill gives its waiters.
+type fillResult struct {
+	res *querycache.Result
+	// handoff, for the leader only, continues a result too large to cache.
+	handoff sqldriver.Rows
+	leader  *Conn
+}
+
+// Claims on a caller's connection by the fill it started (see fill).
+const (
+	claimOpen      = iota
+	claimFill      // the fill runs on the connection: the caller waits for it
+	claimWithdrawn // the caller left first: the fill must not touch the connection
+)
+
+// fill runs a missed query once for all concurrent callers of the same key (x/sync
+// singleflight). The first caller's connection runs it, in a goroutine of the
+// group, while every caller waits with its own context. The leader's connection
+// belongs to database/sql's caller, so it may only be used while that caller waits:
+// a claim settles the race between the fill starting and the caller leaving.
+// A leader that left (or failed) does not fail the followers: they try again.
+func (rp *readPath) fill(ctx context.Context, c *Conn, key string, tags []querycache.Tag, ttl time.Duration, direct queryFunc) (sqldriver.Rows, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		var claim claimState
+		ch := rp.flights.DoChan(key, func() (any, error) {
+			if !claim.take(claimFill) {
+				return nil, errNotShared
+			}
+			return rp.runFill(ctx, c, key, tags, ttl, direct)
+		})
+		var r singleflight.Result
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			if claim.take(claimWithdrawn) {
+				return nil, ctx.Err() // a follower, or a leader whose fill never started
+			}
+			r = <-ch // our connection is running the fill, which stops with ctx
+		}
+		fr, _ := r.Val.(*fillResult)
+		switch {
+		case fr != nil && fr.leader == c:
+			// Ours: a result, or our open rows to continue.
+			if fr.handoff != nil {
+				return fr.handoff, nil
+			}
+			return fr.res.Rows(), nil
+		case r.Err != nil && claim.get() == claimFill:
+			// Our connection ran it and failed: the error is ours, as pgx's.
+			c.afterStatement(false)
+			return nil, r.Err
+		case fr != nil && fr.res != nil:
+			return fr.res.Rows(), nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !errors.Is(r.Err, errNotShared) {
+			break // the leader's query failed: ours runs on its own
+		}
+	}
+	return c.passThrough(direct, false)
+}
+
+// runFill runs the query on the leader's connection and stores its result when it
+// is complete and within the limits. The stamp is taken before the query is sent.
+func (rp *readPath) runFill(ctx context.Context, c *Conn, key string, tags []querycache.Tag, ttl time.Duration, direct queryFunc) (*fillResult, error) {
+	stamp := rp.cache.Stamp()
+	rows, err := direct()
+	if err != nil {
+		return nil, err
+	}
+	cols, err := querycache.ColumnsOf(rows)
+	if err != nil {
+		return &fillResult{handoff: rows, leader: c}, nil
+	}
+	b := rp.cache.NewResultBuilder(cols)
+	dest := make([]sqldriver.Value, len(cols))
+	for {
+		err := rows.Next(dest)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		if b.Add(dest) != nil {
+			rp.cache.CountOverLimit()
+			return &fillResult{handoff: newHandoffRows(b, dest, rows), leader: c}, nil
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	res, err := b.Result()
+	if err != nil {
+		return nil, err
+	}
+	// A fill the cache refuses (stale, dropped while unusable, Redis down) still
+	// answers this query: the error only means a later miss.
+	_ = rp.cache.Store(ctx, key, res, tags, stamp, ttl)
+	return &fillResult{res: res, leader: c}, nil
+}

@@ -1,0 +1,213 @@
+package driver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/invalidate"
+	"github.com/pgcache/pgcache/querycache"
+)
+
+// changeStream runs the change-stream listener that keeps one connector's cache
+// current: started on the connector's first connection, stopped by Close. While it
+// is not streaming and caught up, the cache is not used.
+type changeStream struct {
+	cfg *Config
+	rp  *readPath
+	log *slog.Logger
+
+	once     sync.Once
+	cancel   context.CancelFunc
+	done     chan struct{}
+	listener atomic.Pointer[cdc.Listener]
+	failure  atomic.Pointer[string] // why the stream cannot run, once it gave up
+
+	published atomic.Pointer[map[querycache.Relation]bool]
+
+	health      atomic.Pointer[healthSnapshot]
+	refreshing  atomic.Bool
+	healthEvery time.Duration
+}
+
+type healthSnapshot struct {
+	at time.Time
+	h  querycache.Health
+}
+
+// How often the published relations are read again: tables added to a
+// FOR ALL TABLES publication become cacheable this long after their creation.
+const publishedRefresh = 30 * time.Second
+
+func newChangeStream(cfg *Config, rp *readPath) *changeStream {
+	s := &changeStream{cfg: cfg, rp: rp, log: cfg.Logger, done: make(chan struct{}), healthEvery: 5 * time.Millisecond}
+	s.health.Store(&healthSnapshot{})
+	return s
+}
+
+// Health implements querycache.HealthSource. It is called on every cached read,
+// so it serves a snapshot at most healthEvery old instead of asking the listener.
+func (s *changeStream) Health() querycache.Health {
+	snap := s.health.Load()
+	if time.Since(snap.at) < s.healthEvery || !s.refreshing.CompareAndSwap(false, true) {
+		return snap.h
+	}
+	defer s.refreshing.Store(false)
+	var h querycache.Health
+	if l := s.listener.Load(); l != nil {
+		lh := l.Health()
+		h = querycache.Health{Healthy: lh.State == cdc.StateStreaming && !lh.HistoryLost, Lag: lh.LagTime}
+	}
+	s.health.Store(&healthSnapshot{at: time.Now(), h: h})
+	return h
+}
+
+// published reports whether a relation is in the publication, as last read.
+func (s *changeStream) isPublished(r querycache.Relation) bool {
+	m := s.published.Load()
+	return m != nil && (*m)[r]
+}
+
+// start starts the listener once, for the connection config of the first
+// connection (a registered ConnConfig is known only then).
+func (s *changeStream) start(connConfig *pgx.ConnConfig) {
+	s.once.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.cancel = cancel
+		go func() {
+			defer close(s.done)
+			s.run(ctx, connConfig)
+		}()
+	})
+}
+
+// stop stops the listener and waits for it.
+func (s *changeStream) stop() {
+	s.once.Do(func() { close(s.done) }) // never started
+	if s.cancel != nil {
+		s.cancel()
+	}
+	<-s.done
+}
+
+func (s *changeStream) run(ctx context.Context, connConfig *pgx.ConnConfig) {
+	slot := "pgcache_" + randomSuffix()
+	consumer, err := invalidate.NewConsumer(invalidate.ConsumerConfig{
+		Target:         s.rp.cache,
+		Schemes:        s.rp.schemes,
+		OnSchemaChange: s.rp.analyzer.InvalidateCatalog,
+		Logger:         s.log,
+	})
+	if err != nil {
+		s.giveUp(err)
+		return
+	}
+	listener, err := cdc.NewListener(cdc.Config{
+		ConnString:        connConfig.ConnString(),
+		Publication:       cdc.DefaultPublication,
+		CreatePublication: true,
+		Slot:              slot,
+		Temporary:         true,
+		Logger:            s.log,
+	}, consumer)
+	if err != nil {
+		s.giveUp(err)
+		return
+	}
+	s.listener.Store(listener)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watchPublication(ctx, connConfig, cdc.DefaultPublication)
+	}()
+	err = listener.Run(ctx)
+	if ctx.Err() == nil && err != nil {
+		s.giveUp(err)
+	}
+	wg.Wait()
+}
+
+// giveUp leaves the connector pass-through, saying once what to change.
+func (s *changeStream) giveUp(err error) {
+	msg := err.Error()
+	s.failure.Store(&msg)
+	s.log.Warn("pgcache: the change stream cannot run, so nothing is cached (queries go to PostgreSQL unchanged)", "reason", msg)
+}
+
+// watchPublication keeps the set of published relations current; statements
+// reading other relations are not cached, since their changes never arrive.
+func (s *changeStream) watchPublication(ctx context.Context, connConfig *pgx.ConnConfig, publication string) {
+	for {
+		if err := s.loadPublished(ctx, connConfig, publication); err != nil && ctx.Err() == nil {
+			s.log.Debug("pgcache: read the publication's tables", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(publishedRefresh):
+		}
+	}
+}
+
+func (s *changeStream) loadPublished(ctx context.Context, connConfig *pgx.ConnConfig, publication string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, connConfig)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1`, publication)
+	if err != nil {
+		return err
+	}
+	set := make(map[querycache.Relation]bool)
+	for rows.Next() {
+		var r querycache.Relation
+		if err := rows.Scan(&r.Schema, &r.Name); err != nil {
+			return err
+		}
+		set[r] = true
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	old := s.published.Load()
+	if old != nil && maps.Equal(*old, set) {
+		return nil
+	}
+	if old != nil {
+		for r := range *old {
+			if !set[r] {
+				// A relation left the publication: its changes no longer arrive,
+				// so what is cached of it can no longer be kept current.
+				s.log.Warn("pgcache: a relation left the publication; flushing the cache", "relation", r.String())
+				if err := s.rp.cache.Apply(ctx, querycache.Invalidation{Flush: true}); err != nil {
+					return fmt.Errorf("flush: %w", err)
+				}
+				break
+			}
+		}
+	}
+	s.published.Store(&set)
+	s.rp.analyzer.InvalidateCatalog() // plans refused as unpublished are redone
+	return nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%d_%s", os.Getpid(), hex.EncodeToString(b))
+}

@@ -1,0 +1,125 @@
+package integration_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcache/pgcache/driver"
+	"github.com/pgcache/pgcache/pgcachetest"
+)
+
+// waitStreaming waits until db's change stream is streaming, so its cache is used.
+func waitStreaming(t *testing.T, db *sql.DB) {
+	t.Helper()
+	ctx := testContext(t)
+	// The stream starts with the first connection.
+	if err := db.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := driver.StatsOf(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.StreamProblem != "" {
+			t.Fatalf("change stream: %s", st.StreamProblem)
+		}
+		if st.Stream == "streaming" && st.Watermark > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("change stream not streaming after 30s: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func stats(t *testing.T, db *sql.DB) driver.Stats {
+	t.Helper()
+	st, err := driver.StatsOf(testContext(t), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestCacheHitAndInvalidation: a repeated point query is answered from the cache,
+// and a write from another client (plain pgx) evicts it.
+func TestCacheHitAndInvalidation(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dsn := pgcachetest.SharedPostgres(t).NewDatabase(t)
+	admin := openDB(t, "pgx", dsn)
+	mustExec(t, admin, `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)`,
+		`INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i`)
+	db := openDB(t, "pgcache", dsn)
+	waitStreaming(t, db)
+
+	get := func(id int) string {
+		t.Helper()
+		var name string
+		if err := db.QueryRowContext(ctx, `SELECT name FROM items WHERE id = $1`, id).Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	if got := get(42); got != "item 42" {
+		t.Fatalf("got %q", got)
+	}
+	before := stats(t, db)
+	for range 5 {
+		if got := get(42); got != "item 42" {
+			t.Fatalf("got %q", got)
+		}
+	}
+	after := stats(t, db)
+	if hits := after.HitsL1 - before.HitsL1; hits != 5 {
+		t.Fatalf("%d L1 hits for 5 repeated reads; stats %+v", hits, after)
+	}
+
+	other, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	if _, err := other.Exec(ctx, `UPDATE items SET name = 'changed' WHERE id = 42`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for get(42) != "changed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cached row was not invalidated within 5s: %+v", stats(t, db))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestReadYourWrites: a write through the driver is visible to the next read of
+// the same *sql.DB at once, without waiting for the change stream.
+func TestReadYourWrites(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dsn := pgcachetest.SharedPostgres(t).NewDatabase(t)
+	mustExec(t, openDB(t, "pgx", dsn), `CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL)`,
+		`INSERT INTO counters VALUES (1, 0)`)
+	db := openDB(t, "pgcache", dsn)
+	waitStreaming(t, db)
+	for i := 1; i <= 50; i++ {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT n FROM counters WHERE id = $1`, 1).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != i-1 {
+			t.Fatalf("read %d after %d increments", n, i-1)
+		}
+		if _, err := db.ExecContext(ctx, `UPDATE counters SET n = n + 1 WHERE id = 1`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("stats: %+v", stats(t, db))
+}
