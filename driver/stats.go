@@ -62,4 +62,3 @@ func StatsOf(ctx context.Context, db *sql.DB) (Stats, error) {
 	})
 	return st, err
 }
-
