@@ -45,9 +45,10 @@ func (f *fence) pending() (writes uint64, stale bool) {
 func (f *fence) cover(writes uint64, lsn querycache.LSN) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if writes > f.covered {
-		f.covered = writes
+	if writes <= f.covered {
+		return // nothing new to cover: the position was read for the session only
 	}
+	f.covered = writes
 	if uint64(lsn) > f.lsn.Load() {
 		f.lsn.Store(uint64(lsn))
 	}

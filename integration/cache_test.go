@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/driver"
 	"github.com/pgcache/pgcache/pgcachetest"
 )
@@ -36,6 +37,33 @@ func waitStreaming(t *testing.T, db *sql.DB) {
 			t.Fatalf("change stream not streaming after 30s: %+v", st)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitApplied waits until db's cache has applied every change committed on the
+// server so far (its watermark passed the server's current WAL position), so a read
+// through db sees writes made by other clients before the call.
+func waitApplied(t *testing.T, db *sql.DB, admin *sql.DB) {
+	t.Helper()
+	ctx := testContext(t)
+	var lsnText string
+	if err := admin.QueryRowContext(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsnText); err != nil {
+		t.Fatal(err)
+	}
+	target, err := cdc.ParseLSN(lsnText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := stats(t, db)
+		if uint64(st.Watermark) >= uint64(target) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watermark %d did not reach %s within 30s: %+v", st.Watermark, lsnText, st)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

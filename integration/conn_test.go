@@ -372,7 +372,7 @@ func TestDSNErrors(t *testing.T) {
 	}
 	for _, tt := range []struct{ name, dsn, want string }{
 		{"url unknown", withParams(dsn, "pgcache_bogus=1"), `pgcache: unknown DSN parameter "pgcache_bogus"`},
-		{"keyword/value unknown", keywordValue(t, dsn, "pgcache_ttl=5s"), `pgcache: unknown DSN parameter "pgcache_ttl"`},
+		{"keyword/value unknown", keywordValue(t, dsn, "pgcache_colour=blue"), `pgcache: unknown DSN parameter "pgcache_colour"`},
 		{"url bad mode", withParams(dsn, "pgcache_mode=sometimes"), `pgcache: DSN parameter pgcache_mode: want auto or off, got "sometimes"`},
 		{"keyword/value bad mode", keywordValue(t, dsn, "pgcache_mode=''"), `pgcache: DSN parameter pgcache_mode: want auto or off, got ""`},
 	} {
