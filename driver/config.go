@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
 )
 
 // Mode says whether a connector caches.
@@ -63,6 +64,17 @@ type Config struct {
 	// DSN: pgcache_allow=public.users,public.orders, pgcache_deny=audit.*
 	Allow, Deny []string
 
+	// RedisURL, when set, adds Redis as a cache shared by every instance that
+	// uses it (L2 behind the in-process L1): redis://[user:password@]host:port/db
+	// or rediss:// for TLS. The connector creates and closes the client.
+	// DSN: pgcache_redis=redis://cache:6379/0. default: "" (in-process only)
+	RedisURL string
+
+	// Redis is the programmatic form of RedisURL: a client the caller owns (and
+	// closes after the connector), for Sentinel, Cluster or custom options. It must
+	// be created with ContextTimeoutEnabled: true. It takes precedence over RedisURL.
+	Redis redis.UniversalClient
+
 	// Logger receives pgcache's own log records (never query text with arguments).
 	// default: slog.Default()
 	Logger *slog.Logger
@@ -104,6 +116,16 @@ var options = map[string]option{
 				return fmt.Errorf("want a positive number of rows, got %q", v)
 			}
 			c.MaxRows = n
+			return nil
+		},
+	},
+	"pgcache_redis": {
+		doc: "the URL of a Redis shared by every instance: redis://host:6379/0",
+		set: func(c *Config, v string) error {
+			if _, err := redis.ParseURL(v); err != nil {
+				return fmt.Errorf("want a redis:// or rediss:// URL: %v", redactURLError(err))
+			}
+			c.RedisURL = v
 			return nil
 		},
 	},
@@ -155,6 +177,17 @@ func listOption(set func(*Config, []string)) option {
 		set(c, list)
 		return nil
 	}}
+}
+
+// redactURLError keeps a URL's password out of an error message.
+func redactURLError(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "://"); i >= 0 {
+		if at := strings.Index(msg[i:], "@"); at >= 0 {
+			msg = msg[:i+3] + "REDACTED" + msg[i+at:]
+		}
+	}
+	return msg
 }
 
 // parseSize parses "1048576", "512KiB", "64MiB" or "1GiB".

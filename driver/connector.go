@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pgcache/pgcache/invalidate"
 	"github.com/pgcache/pgcache/querycache"
@@ -23,8 +24,9 @@ type Connector struct {
 	base   sqldriver.Connector // pgx's connector
 
 	// Set in ModeAuto only.
-	rp     *readPath
-	stream *changeStream
+	rp       *readPath
+	stream   *changeStream
+	ownRedis redis.UniversalClient // created from Config.RedisURL: closed with the connector
 }
 
 var (
@@ -99,7 +101,18 @@ func (c *Connector) buildReadPath() error {
 	if err != nil {
 		return err
 	}
+	client := c.cfg.Redis
+	if client == nil && c.cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(c.cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("pgcache: Config.RedisURL: %v", redactURLError(err))
+		}
+		opts.ContextTimeoutEnabled = true // pgcache's own timeouts bound every call
+		client = redis.NewClient(opts)
+		c.ownRedis = client
+	}
 	rp.cache, err = querycache.New(querycache.Config{
+		Redis:      client,
 		L1:         querycache.L1Config{MaxBytes: c.cfg.L1Bytes},
 		Health:     c.stream,
 		MaxLag:     c.cfg.MaxLag,
@@ -107,6 +120,9 @@ func (c *Connector) buildReadPath() error {
 		Limits:     querycache.Limits{MaxRows: c.cfg.MaxRows, MaxBytes: c.cfg.MaxBytes},
 	})
 	if err != nil {
+		if c.ownRedis != nil {
+			_ = c.ownRedis.Close()
+		}
 		return err
 	}
 	c.rp = rp
@@ -140,5 +156,9 @@ func (c *Connector) Close() error {
 		return nil
 	}
 	c.stream.stop()
-	return c.rp.cache.Close()
+	err := c.rp.cache.Close()
+	if c.ownRedis != nil {
+		err = errors.Join(err, c.ownRedis.Close())
+	}
+	return err
 }

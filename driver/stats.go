@@ -12,6 +12,9 @@ import (
 // Stats is a snapshot of what one *sql.DB's cache did and how its change stream is.
 type Stats struct {
 	Mode Mode
+	// Usable reports whether the cache is used now; if not, UnusableReason says why.
+	Usable         bool
+	UnusableReason string
 	// Cache holds the counters: hits, misses, fills, bypasses by reason, errors.
 	querycache.Stats
 	// Stream is the change stream's state ("" before the first connection).
@@ -32,6 +35,7 @@ func (c *Connector) Stats() Stats {
 		return st
 	}
 	st.Stats = c.rp.cache.Stats()
+	st.Usable, st.UnusableReason = c.rp.cache.Usable()
 	st.Watermark = c.rp.cache.Watermark()
 	if p := c.stream.failure.Load(); p != nil {
 		st.StreamProblem = *p

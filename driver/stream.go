@@ -66,7 +66,10 @@ func (s *changeStream) Health() querycache.Health {
 	var h querycache.Health
 	if l := s.listener.Load(); l != nil {
 		lh := l.Health()
-		h = querycache.Health{Healthy: lh.State == cdc.StateStreaming && !lh.HistoryLost, Lag: lh.LagTime}
+		h = querycache.Health{
+			Healthy: lh.State == cdc.StateStreaming && !lh.HistoryLost && s.published.Load() != nil,
+			Lag:     lh.LagTime,
+		}
 	}
 	s.health.Store(&healthSnapshot{at: time.Now(), h: h})
 	return h
@@ -147,17 +150,29 @@ func (s *changeStream) giveUp(err error) {
 }
 
 // watchPublication keeps the set of published relations current; statements
-// reading other relations are not cached, since their changes never arrive.
+// reading other relations are not cached, since their changes never arrive. The
+// cache is not used before the set is first loaded, once the listener streams (it
+// may have created the publication).
 func (s *changeStream) watchPublication(ctx context.Context, connConfig *pgx.ConnConfig, publication string) {
+	wait := 50 * time.Millisecond
 	for {
-		if err := s.loadPublished(ctx, connConfig, publication); err != nil && ctx.Err() == nil {
-			s.log.Debug("pgcache: read the publication's tables", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(publishedRefresh):
+		case <-time.After(wait):
 		}
+		l := s.listener.Load()
+		if l == nil || l.Health().State != cdc.StateStreaming {
+			continue
+		}
+		if err := s.loadPublished(ctx, connConfig, publication); err != nil {
+			if ctx.Err() == nil {
+				s.log.Debug("pgcache: read the publication's tables", "err", err)
+			}
+			wait = min(2*wait, publishedRefresh)
+			continue
+		}
+		wait = publishedRefresh
 	}
 }
 

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"database/sql"
+	"net/url"
 	"testing"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 	"github.com/pgcache/pgcache/pgcachetest"
 )
 
-// waitStreaming waits until db's change stream is streaming, so its cache is used.
+// waitStreaming waits until db's change stream is streaming and its cache is used.
 func waitStreaming(t *testing.T, db *sql.DB) {
 	t.Helper()
 	ctx := testContext(t)
@@ -30,7 +31,7 @@ func waitStreaming(t *testing.T, db *sql.DB) {
 		if st.StreamProblem != "" {
 			t.Fatalf("change stream: %s", st.StreamProblem)
 		}
-		if st.Stream == "streaming" && st.Watermark > 0 {
+		if st.Usable && st.Watermark > 0 {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -150,4 +151,54 @@ func TestReadYourWrites(t *testing.T) {
 		}
 	}
 	t.Logf("stats: %+v", stats(t, db))
+}
+
+// TestSharedRedisHit: two *sql.DB (two application instances) share Redis: what one
+// filled, the other reads from Redis; a write from another client evicts it for both.
+func TestSharedRedisHit(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dsn := pgcachetest.SharedPostgres(t).NewDatabase(t)
+	admin := openDB(t, "pgx", dsn)
+	mustExec(t, admin, `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)`,
+		`INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i`)
+	redisURL := pgcachetest.SharedRedis(t).URL()
+	prefixed := withParams(dsn, "pgcache_redis="+url.QueryEscape(redisURL))
+	a, b := openDB(t, "pgcache", prefixed), openDB(t, "pgcache", prefixed)
+	waitStreaming(t, a)
+	waitStreaming(t, b)
+
+	get := func(db *sql.DB, id int) string {
+		t.Helper()
+		var name string
+		if err := db.QueryRowContext(ctx, `SELECT name FROM items WHERE id = $1`, id).Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	if got := get(a, 7); got != "item 7" {
+		t.Fatalf("got %q", got)
+	}
+	// The fill reaches Redis through a queue: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for stats(t, a).FillsL2 == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no Redis fill: %+v", stats(t, a))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := get(b, 7); got != "item 7" {
+		t.Fatalf("got %q", got)
+	}
+	if st := stats(t, b); st.HitsL2 != 1 {
+		t.Fatalf("instance b: want one Redis hit: %+v", st)
+	}
+	mustExec(t, admin, `UPDATE items SET name = 'seven' WHERE id = 7`)
+	waitApplied(t, a, admin)
+	waitApplied(t, b, admin)
+	for name, db := range map[string]*sql.DB{"a": a, "b": b} {
+		if got := get(db, 7); got != "seven" {
+			t.Fatalf("instance %s after the update: got %q; %+v", name, got, stats(t, db))
+		}
+	}
 }
