@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,10 +71,32 @@ type Config struct {
 	// DSN: pgcache_redis=redis://cache:6379/0. default: "" (in-process only)
 	RedisURL string
 
+	// RedisNamespace starts every key pgcache writes to Redis. Instances share a
+	// cache exactly when they use the same Redis and namespace, so databases must
+	// not share one.
+	// DSN: pgcache_redis_namespace=app. default: "pgcache:" + the database name
+	RedisNamespace string
+
 	// Redis is the programmatic form of RedisURL: a client the caller owns (and
 	// closes after the connector), for Sentinel, Cluster or custom options. It must
 	// be created with ContextTimeoutEnabled: true. It takes precedence over RedisURL.
 	Redis redis.UniversalClient
+
+	// Publication names the publication whose changes keep the cache current. It
+	// is created (FOR ALL TABLES) when missing and the role may.
+	// DSN: pgcache_publication=pgcache. default: "pgcache"
+	Publication string
+
+	// Slot names the persistent replication slot that the elected instance of a
+	// cache shared through Redis consumes. Without Redis every connector uses a
+	// temporary slot of its own.
+	// DSN: pgcache_slot=pgcache. default: "pgcache"
+	Slot string
+
+	// Follower makes this instance of a shared cache never consume the change
+	// stream itself: another instance, or `pgcache invalidate`, does.
+	// DSN: pgcache_follower=true. default: false
+	Follower bool
 
 	// Logger receives pgcache's own log records (never query text with arguments).
 	// default: slog.Default()
@@ -129,6 +152,29 @@ var options = map[string]option{
 			return nil
 		},
 	},
+	"pgcache_redis_namespace": {
+		doc: "the prefix of pgcache's Redis keys (no braces)",
+		set: func(c *Config, v string) error {
+			if v == "" || strings.ContainsAny(v, "{}") {
+				return fmt.Errorf("want a non-empty prefix without braces, got %q", v)
+			}
+			c.RedisNamespace = v
+			return nil
+		},
+	},
+	"pgcache_publication": nameOption(func(c *Config, v string) { c.Publication = v }),
+	"pgcache_slot":        nameOption(func(c *Config, v string) { c.Slot = v }),
+	"pgcache_follower": {
+		doc: "true: never consume the change stream (another instance or pgcache invalidate does)",
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			c.Follower = b
+			return nil
+		},
+	},
 	"pgcache_allow": listOption(func(c *Config, l []string) { c.Allow = l }),
 	"pgcache_deny":  listOption(func(c *Config, l []string) { c.Deny = l }),
 	"pgcache_mode": {
@@ -162,6 +208,20 @@ func sizeOption(set func(*Config, int64)) option {
 			return err
 		}
 		set(c, n)
+		return nil
+	}}
+}
+
+// nameRE is the shape of slot and publication names pgcache accepts: PostgreSQL's
+// rule for slot names, safe to quote anywhere.
+var nameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+func nameOption(set func(*Config, string)) option {
+	return option{doc: "lowercase letters, digits and _, at most 63", set: func(c *Config, v string) error {
+		if !nameRE.MatchString(v) {
+			return fmt.Errorf("want lowercase letters, digits and underscores (at most 63), got %q", v)
+		}
+		set(c, v)
 		return nil
 	}}
 }
@@ -273,6 +333,14 @@ func (c *Config) withDefaults() (*Config, error) {
 	}
 	if cp.MaxLag == 0 {
 		cp.MaxLag = DefaultMaxLag
+	}
+	if strings.ContainsAny(cp.RedisNamespace, "{}") {
+		return nil, fmt.Errorf("pgcache: Config.RedisNamespace %q: braces are not allowed", cp.RedisNamespace)
+	}
+	for _, n := range []struct{ field, v string }{{"Publication", cp.Publication}, {"Slot", cp.Slot}} {
+		if n.v != "" && !nameRE.MatchString(n.v) {
+			return nil, fmt.Errorf("pgcache: Config.%s %q: use lowercase letters, digits and underscores (at most 63)", n.field, n.v)
+		}
 	}
 	if _, err := compileFilter(cp.Allow, cp.Deny); err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/redis/go-redis/v9"
@@ -95,7 +96,7 @@ func (c *Connector) buildReadPath() error {
 	if err != nil {
 		return err
 	}
-	rp := &readPath{schemes: invalidate.NewSchemes(0, 0), filter: filter}
+	rp := &readPath{filter: filter}
 	c.stream = newChangeStream(c.cfg, rp)
 	rp.analyzer, err = querycache.NewAnalyzer(querycache.AnalyzerConfig{Published: c.stream.isPublished})
 	if err != nil {
@@ -111,13 +112,33 @@ func (c *Connector) buildReadPath() error {
 		client = redis.NewClient(opts)
 		c.ownRedis = client
 	}
+	rp.redis = client
+	ns := c.cfg.RedisNamespace
+	if ns == "" {
+		ns = "pgcache"
+		if c.cfg.ConnConfig != nil && c.cfg.ConnConfig.Database != "" {
+			ns += ":" + strings.NewReplacer("{", "_", "}", "_").Replace(c.cfg.ConnConfig.Database)
+		}
+	}
+	c.stream.redisNamespace = ns
+	if client == nil {
+		c.stream.localSchemes = invalidate.NewSchemes(0, 0)
+		rp.schemes = c.stream.localSchemes
+	} else {
+		c.stream.sharedSchemes, err = invalidate.NewSharedSchemes(invalidate.SharedSchemesConfig{Client: client, Key: ns + ":schemes", Logger: c.cfg.Logger})
+		if err != nil {
+			return err
+		}
+		rp.schemes = c.stream.sharedSchemes
+	}
 	rp.cache, err = querycache.New(querycache.Config{
-		Redis:      client,
-		L1:         querycache.L1Config{MaxBytes: c.cfg.L1Bytes},
-		Health:     c.stream,
-		MaxLag:     c.cfg.MaxLag,
-		DefaultTTL: c.cfg.TTL,
-		Limits:     querycache.Limits{MaxRows: c.cfg.MaxRows, MaxBytes: c.cfg.MaxBytes},
+		Redis:       client,
+		RedisConfig: querycache.RedisConfig{Prefix: ns, Logger: c.cfg.Logger},
+		L1:          querycache.L1Config{MaxBytes: c.cfg.L1Bytes},
+		Health:      c.stream,
+		MaxLag:      c.cfg.MaxLag,
+		DefaultTTL:  c.cfg.TTL,
+		Limits:      querycache.Limits{MaxRows: c.cfg.MaxRows, MaxBytes: c.cfg.MaxBytes},
 	})
 	if err != nil {
 		if c.ownRedis != nil {

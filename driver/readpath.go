@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/pgcache/pgcache/invalidate"
@@ -17,7 +18,8 @@ import (
 type readPath struct {
 	analyzer *querycache.Analyzer
 	cache    *querycache.Cache
-	schemes  *invalidate.Schemes
+	schemes  invalidate.SchemeRegistry
+	redis    redis.UniversalClient // nil without Redis
 	filter   relationFilter
 	flights  singleflight.Group
 	fence    fence
@@ -32,12 +34,14 @@ const (
 	bypassPlanErr     = "analyzer-error"   // catalog queries of the analyzer failed
 	bypassFence       = "read-your-writes" // this *sql.DB wrote and the stream has not caught up
 	bypassArguments   = "arguments"        // an argument cannot be part of a key
-	bypassSchemes     = "scheme-limit"     // the scheme registry is full
 	bypassFiltered    = "filtered"         // a relation is outside Config.Allow or in Config.Deny
 )
 
 // queryFunc runs the statement on PostgreSQL through pgx's stdlib.
 type queryFunc func() (sqldriver.Rows, error)
+
+// tagsFunc gives the tags of an entry filled under a stamp.
+type tagsFunc func(querycache.Stamp) []querycache.Tag
 
 // query answers a query: from the cache when it may, from PostgreSQL otherwise.
 func (rp *readPath) query(ctx context.Context, c *Conn, sql string, args []sqldriver.NamedValue, direct queryFunc) (sqldriver.Rows, error) {
@@ -55,19 +59,47 @@ func (rp *readPath) query(ctx context.Context, c *Conn, sql string, args []sqldr
 	if res, hit := rp.cache.Lookup(ctx, k); hit {
 		return res.Rows(), nil
 	}
+	// Schemes are registered before the stamp is taken, so every change applied
+	// after the stamp computes their tags; a scheme not (yet) usable, or usable
+	// only from a later watermark, makes its relation's tags wide.
+	var schemes []schemeUse
 	for _, s := range plan.Schemes() {
-		// Registered before the stamp is taken: every change applied after the
-		// stamp computes this scheme's tags.
-		if !rp.schemes.Register(s) {
-			rp.cache.CountBypass(bypassSchemes)
-			return c.passThrough(direct, false)
-		}
+		from, ok := rp.schemes.Activate(ctx, s, rp.cache.Watermark())
+		schemes = append(schemes, schemeUse{rel: s.Relation, usable: ok, from: from})
 	}
 	ttl := plan.TTL
 	if d, ok := ttlFrom(ctx); ok {
 		ttl = d
 	}
-	return rp.fill(ctx, c, k, plan.Tags(args), ttl, direct)
+	return rp.fill(ctx, c, k, func(stamp querycache.Stamp) []querycache.Tag {
+		return entryTags(plan.Tags(args), schemes, stamp.Watermark)
+	}, ttl, direct)
+}
+
+// schemeUse is what the registry said about one scheme of a plan.
+type schemeUse struct {
+	rel    querycache.Relation
+	usable bool
+	from   querycache.LSN
+}
+
+// entryTags returns the tags of an entry stamped at watermark: the plan's, with the
+// row tags of a relation replaced by its wide tag when one of its schemes cannot be
+// relied on for an entry of that stamp.
+func entryTags(tags []querycache.Tag, schemes []schemeUse, watermark querycache.LSN) []querycache.Tag {
+	for _, s := range schemes {
+		if s.usable && s.from <= watermark {
+			continue
+		}
+		kept := tags[:0:0]
+		for _, t := range tags {
+			if !querycache.IsRowTagOf(t, s.rel) {
+				kept = append(kept, t)
+			}
+		}
+		tags = append(kept, querycache.WideTag(s.rel))
+	}
+	return tags
 }
 
 // plan returns the plan of a cacheable query that may use the cache now, or nil
@@ -180,7 +212,7 @@ const (
 // belongs to database/sql's caller, so it may only be used while that caller waits:
 // a claim settles the race between the fill starting and the caller leaving.
 // A leader that left (or failed) does not fail the followers: they try again.
-func (rp *readPath) fill(ctx context.Context, c *Conn, key string, tags []querycache.Tag, ttl time.Duration, direct queryFunc) (sqldriver.Rows, error) {
+func (rp *readPath) fill(ctx context.Context, c *Conn, key string, tags tagsFunc, ttl time.Duration, direct queryFunc) (sqldriver.Rows, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		var claim claimState
 		ch := rp.flights.DoChan(key, func() (any, error) {
@@ -225,7 +257,7 @@ func (rp *readPath) fill(ctx context.Context, c *Conn, key string, tags []queryc
 
 // runFill runs the query on the leader's connection and stores its result when it
 // is complete and within the limits. The stamp is taken before the query is sent.
-func (rp *readPath) runFill(ctx context.Context, c *Conn, key string, tags []querycache.Tag, ttl time.Duration, direct queryFunc) (*fillResult, error) {
+func (rp *readPath) runFill(ctx context.Context, c *Conn, key string, tags tagsFunc, ttl time.Duration, direct queryFunc) (*fillResult, error) {
 	stamp := rp.cache.Stamp()
 	rows, err := direct()
 	if err != nil {
@@ -260,6 +292,6 @@ func (rp *readPath) runFill(ctx context.Context, c *Conn, key string, tags []que
 	}
 	// A fill the cache refuses (stale, dropped while unusable, Redis down) still
 	// answers this query: the error only means a later miss.
-	_ = rp.cache.Store(ctx, key, res, tags, stamp, ttl)
+	_ = rp.cache.Store(ctx, key, res, tags(stamp), stamp, ttl)
 	return &fillResult{res: res, leader: c}, nil
 }

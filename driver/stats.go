@@ -17,7 +17,9 @@ type Stats struct {
 	UnusableReason string
 	// Cache holds the counters: hits, misses, fills, bypasses by reason, errors.
 	querycache.Stats
-	// Stream is the change stream's state ("" before the first connection).
+	// Stream is the change stream's state ("" before the first connection). With
+	// a cache shared through Redis it is "leading (<state>)" on the instance that
+	// consumes the stream and "following" on the others.
 	Stream string
 	// StreamProblem says why the change stream cannot run, and so why nothing is
 	// cached, when it gave up ("" otherwise).
@@ -40,7 +42,12 @@ func (c *Connector) Stats() Stats {
 	if p := c.stream.failure.Load(); p != nil {
 		st.StreamProblem = *p
 	}
-	if l := c.stream.listener.Load(); l != nil {
+	if sh := c.stream.shared.Load(); sh != nil {
+		st.Stream, st.Lag = "following", sh.Health().Lag
+		if lh, ok := sh.LeaderHealth(); ok {
+			st.Stream = "leading (" + lh.State.String() + ")"
+		}
+	} else if l := c.stream.listener.Load(); l != nil {
 		h := l.Health()
 		st.Stream, st.Lag = h.State.String(), h.LagTime
 	}

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,6 +27,14 @@ type changeStream struct {
 	cfg *Config
 	rp  *readPath
 	log *slog.Logger
+
+	// Exactly one of these is set: in-process only, every connector consumes its
+	// own stream; shared through Redis, one elected instance consumes for all.
+	localSchemes  *invalidate.Schemes
+	sharedSchemes *invalidate.SharedSchemes
+	shared        atomic.Pointer[invalidate.Shared]
+	// redisNamespace prefixes the fan-out stream and the scheme registry.
+	redisNamespace string
 
 	once     sync.Once
 	cancel   context.CancelFunc
@@ -64,13 +73,13 @@ func (s *changeStream) Health() querycache.Health {
 	}
 	defer s.refreshing.Store(false)
 	var h querycache.Health
-	if l := s.listener.Load(); l != nil {
+	if sh := s.shared.Load(); sh != nil {
+		h = sh.Health()
+	} else if l := s.listener.Load(); l != nil {
 		lh := l.Health()
-		h = querycache.Health{
-			Healthy: lh.State == cdc.StateStreaming && !lh.HistoryLost && s.published.Load() != nil,
-			Lag:     lh.LagTime,
-		}
+		h = querycache.Health{Healthy: lh.State == cdc.StateStreaming && !lh.HistoryLost, Lag: lh.LagTime}
 	}
+	h.Healthy = h.Healthy && s.published.Load() != nil
 	s.health.Store(&healthSnapshot{at: time.Now(), h: h})
 	return h
 }
@@ -104,10 +113,26 @@ func (s *changeStream) stop() {
 }
 
 func (s *changeStream) run(ctx context.Context, connConfig *pgx.ConnConfig) {
-	slot := "pgcache_" + randomSuffix()
+	publication := cmp.Or(s.cfg.Publication, cdc.DefaultPublication)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watchPublication(ctx, connConfig, publication)
+	}()
+	if s.sharedSchemes != nil {
+		s.runShared(ctx, connConfig, publication)
+	} else {
+		s.runLocal(ctx, connConfig, publication)
+	}
+	wg.Wait()
+}
+
+// runLocal consumes a temporary slot of this connector's own.
+func (s *changeStream) runLocal(ctx context.Context, connConfig *pgx.ConnConfig, publication string) {
 	consumer, err := invalidate.NewConsumer(invalidate.ConsumerConfig{
 		Target:         s.rp.cache,
-		Schemes:        s.rp.schemes,
+		Schemes:        s.localSchemes,
 		OnSchemaChange: s.rp.analyzer.InvalidateCatalog,
 		Logger:         s.log,
 	})
@@ -117,9 +142,9 @@ func (s *changeStream) run(ctx context.Context, connConfig *pgx.ConnConfig) {
 	}
 	listener, err := cdc.NewListener(cdc.Config{
 		ConnString:        connConfig.ConnString(),
-		Publication:       cdc.DefaultPublication,
+		Publication:       publication,
 		CreatePublication: true,
-		Slot:              slot,
+		Slot:              "pgcache_" + randomSuffix(),
 		Temporary:         true,
 		Logger:            s.log,
 	}, consumer)
@@ -128,18 +153,45 @@ func (s *changeStream) run(ctx context.Context, connConfig *pgx.ConnConfig) {
 		return
 	}
 	s.listener.Store(listener)
-
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.watchPublication(ctx, connConfig, cdc.DefaultPublication)
-	}()
-	err = listener.Run(ctx)
-	if ctx.Err() == nil && err != nil {
+	if err := listener.Run(ctx); ctx.Err() == nil && err != nil {
 		s.giveUp(err)
 	}
-	wg.Wait()
+}
+
+// runShared follows the shared fan-out and campaigns to consume the persistent
+// slot for every instance.
+func (s *changeStream) runShared(ctx context.Context, connConfig *pgx.ConnConfig, publication string) {
+	sh, err := invalidate.NewShared(invalidate.SharedConfig{
+		ConnConfig: connConfig,
+		Listener: cdc.Config{
+			Publication:       publication,
+			CreatePublication: true,
+			Slot:              cmp.Or(s.cfg.Slot, cdc.DefaultSlot),
+		},
+		Cache:          s.rp.cache,
+		Fanout:         invalidate.FanoutConfig{Client: s.rp.redis, Stream: s.redisNamespace + ":invalidations"},
+		Schemes:        s.sharedSchemes,
+		FollowOnly:     s.cfg.Follower,
+		MaxLag:         s.cfg.MaxLag,
+		OnSchemaChange: s.rp.analyzer.InvalidateCatalog,
+		Logger:         s.log,
+	})
+	if err != nil {
+		s.giveUp(err)
+		return
+	}
+	s.shared.Store(sh)
+	_ = sh.Run(ctx)
+}
+
+// ready reports whether the stream has started: the listener streams (in-process
+// mode) or a leader's batches arrive (shared mode). The publication exists then.
+func (s *changeStream) ready() bool {
+	if sh := s.shared.Load(); sh != nil {
+		return sh.Health().Healthy
+	}
+	l := s.listener.Load()
+	return l != nil && l.Health().State == cdc.StateStreaming
 }
 
 // giveUp leaves the connector pass-through, saying once what to change.
@@ -161,8 +213,7 @@ func (s *changeStream) watchPublication(ctx context.Context, connConfig *pgx.Con
 			return
 		case <-time.After(wait):
 		}
-		l := s.listener.Load()
-		if l == nil || l.Health().State != cdc.StateStreaming {
+		if !s.ready() {
 			continue
 		}
 		if err := s.loadPublished(ctx, connConfig, publication); err != nil {

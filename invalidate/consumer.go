@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/querycache"
@@ -19,8 +20,9 @@ type Target interface {
 type ConsumerConfig struct {
 	// Target receives the invalidations. Required.
 	Target Target
-	// Schemes is the registry of the predicate column sets in use. Required.
-	Schemes *Schemes
+	// Schemes gives the predicate column sets in use per relation: a *Schemes, or
+	// a *SharedSchemes on the elected consumer of shared instances. Required.
+	Schemes SchemeSource
 	// Publisher, when set, fans every applied batch out to the other instances
 	// (the leader in shared mode). A batch that cannot be published fails Apply,
 	// so the change stream delivers it again: followers never miss one silently.
@@ -35,6 +37,16 @@ type ConsumerConfig struct {
 	Logger *slog.Logger
 }
 
+// SchemeSource gives the schemes whose row tags a relation's changes invalidate.
+type SchemeSource interface {
+	Of(rel querycache.Relation) []querycache.Scheme
+}
+
+// adopter is a SchemeSource whose new schemes join between two transactions.
+type adopter interface {
+	adopt(watermark querycache.LSN)
+}
+
 // Consumer is the change stream's consumer (a cdc.ProgressConsumer): it turns
 // every committed transaction into the tags it invalidates and applies them, in
 // commit order, with the watermark that makes stale fills harmless. The listener
@@ -43,6 +55,9 @@ type ConsumerConfig struct {
 type Consumer struct {
 	cfg    ConsumerConfig
 	tagger tagger
+	// watermark is the highest watermark applied (and published, when there is a
+	// Publisher): every commit at or below it is applied everywhere it must be.
+	watermark atomic.Uint64
 }
 
 var _ cdc.ProgressConsumer = (*Consumer)(nil)
@@ -71,6 +86,7 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 // Apply invalidates what tx could have changed, then advances the watermark to
 // its end.
 func (c *Consumer) Apply(ctx context.Context, tx *cdc.Transaction) error {
+	c.adopt()
 	inv := querycache.Invalidation{
 		Tags:      c.tagger.tags(tx),
 		Commit:    querycache.LSN(tx.CommitLSN),
@@ -81,6 +97,7 @@ func (c *Consumer) Apply(ctx context.Context, tx *cdc.Transaction) error {
 
 // HistoryLost flushes everything: changes may have been missed.
 func (c *Consumer) HistoryLost(ctx context.Context, reason string) error {
+	c.adopt()
 	c.cfg.Logger.Warn("pgcache: change history lost; flushing the cache", "reason", reason)
 	if c.cfg.OnSchemaChange != nil {
 		c.cfg.OnSchemaChange()
@@ -90,15 +107,36 @@ func (c *Consumer) HistoryLost(ctx context.Context, reason string) error {
 
 // Progress advances the watermark of an idle stream.
 func (c *Consumer) Progress(ctx context.Context, applied cdc.LSN) error {
+	c.adopt()
 	return c.apply(ctx, querycache.Invalidation{Watermark: querycache.LSN(applied)})
+}
+
+// adopt lets schemes registered since the last transaction join: every
+// transaction from now on is tagged with them.
+func (c *Consumer) adopt() {
+	if a, ok := c.cfg.Schemes.(adopter); ok {
+		a.adopt(querycache.LSN(c.watermark.Load()))
+	}
 }
 
 func (c *Consumer) apply(ctx context.Context, inv querycache.Invalidation) error {
 	if err := c.cfg.Target.Apply(ctx, inv); err != nil {
 		return err
 	}
-	if c.cfg.Publisher == nil {
-		return nil
+	if c.cfg.Publisher != nil {
+		b := Batch{LSN: inv.Watermark, Tags: inv.Tags, Flush: inv.Flush, Healthy: true}
+		if b.LSN == 0 {
+			b.LSN = querycache.LSN(c.watermark.Load())
+		}
+		if err := c.cfg.Publisher.Publish(ctx, b); err != nil {
+			return err
+		}
 	}
-	return c.cfg.Publisher.Publish(ctx, Batch{LSN: inv.Watermark, Tags: inv.Tags, Flush: inv.Flush, Healthy: true})
+	if inv.Watermark > querycache.LSN(c.watermark.Load()) {
+		c.watermark.Store(uint64(inv.Watermark))
+	}
+	return nil
 }
+
+// Watermark returns the highest watermark applied (and published).
+func (c *Consumer) Watermark() querycache.LSN { return querycache.LSN(c.watermark.Load()) }

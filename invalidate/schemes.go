@@ -1,11 +1,23 @@
 package invalidate
 
 import (
+	"context"
 	"slices"
 	"sync"
 
 	"github.com/pgcache/pgcache/querycache"
 )
+
+// SchemeRegistry is what the driver asks before it stores an entry whose tags use a
+// scheme's row tags.
+type SchemeRegistry interface {
+	// Activate registers s if needed and reports from which watermark on every
+	// applied change includes s's row tags. ok is false while s cannot be used (not
+	// yet adopted by the consumer, or the registry is full): the entry must then
+	// take its relation's wide tag instead. An entry may use s's row tags only when
+	// its stamp's watermark is at least activeFrom. now is the caller's watermark.
+	Activate(ctx context.Context, s querycache.Scheme, now querycache.LSN) (activeFrom querycache.LSN, ok bool)
+}
 
 // Schemes is the registry of the predicate column sets ("schemes") that cached
 // entries of each relation use. A row change of a relation invalidates, for every
@@ -66,11 +78,25 @@ func (r *Schemes) Register(s querycache.Scheme) bool {
 	return true
 }
 
+// Activate is Register for the single-process mode, where registering is enough:
+// the consumer reads this registry for every transaction. It implements
+// SchemeRegistry; the scheme is active from the very start.
+func (r *Schemes) Activate(_ context.Context, s querycache.Scheme, _ querycache.LSN) (querycache.LSN, bool) {
+	return 0, r.Register(s)
+}
+
 // Of returns the schemes of rel. The slice must not be modified.
 func (r *Schemes) Of(rel querycache.Relation) []querycache.Scheme {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byRel[rel]
+}
+
+// known reports whether s is registered.
+func (r *Schemes) known(s querycache.Scheme) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return containsScheme(r.byRel[s.Relation], s)
 }
 
 func containsScheme(list []querycache.Scheme, s querycache.Scheme) bool {

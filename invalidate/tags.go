@@ -15,7 +15,7 @@ const DefaultMaxTagsPerRelation = 10000
 
 // tagger computes the tags a committed transaction invalidates.
 type tagger struct {
-	schemes        *Schemes
+	schemes        SchemeSource
 	maxTagsPerRel  int
 	onSchemaChange func(rels ...querycache.Relation) // may be nil
 }

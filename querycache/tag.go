@@ -88,3 +88,9 @@ func RowTag(r Relation, columns []string, values []Canonical) Tag {
 	sum := xxh3.HashString128(s[head:]).Bytes()
 	return Tag(s[:head] + "h:" + hex.EncodeToString(sum[:]))
 }
+
+// IsRowTagOf reports whether t is one of r's row tags (not its all or wide tag).
+func IsRowTagOf(t Tag, r Relation) bool {
+	prefix := r.String() + "#("
+	return len(t) > len(prefix) && string(t[:len(prefix)]) == prefix
+}
