@@ -115,10 +115,11 @@ func (c *Connector) buildReadPath() error {
 	rp.redis = client
 	ns := c.cfg.RedisNamespace
 	if ns == "" {
-		ns = "pgcache"
-		if c.cfg.ConnConfig != nil && c.cfg.ConnConfig.Database != "" {
-			ns += ":" + strings.NewReplacer("{", "_", "}", "_").Replace(c.cfg.ConnConfig.Database)
+		var db string
+		if c.cfg.ConnConfig != nil {
+			db = c.cfg.ConnConfig.Database
 		}
+		ns = DefaultRedisNamespace(db)
 	}
 	c.stream.redisNamespace = ns
 	if client == nil {
@@ -182,4 +183,13 @@ func (c *Connector) Close() error {
 		err = errors.Join(err, c.ownRedis.Close())
 	}
 	return err
+}
+
+// DefaultRedisNamespace is the Redis namespace of a database's cache when
+// Config.RedisNamespace is empty: "pgcache:" + the database name.
+func DefaultRedisNamespace(database string) string {
+	if database == "" {
+		return "pgcache"
+	}
+	return "pgcache:" + strings.NewReplacer("{", "_", "}", "_").Replace(database)
 }
