@@ -34,6 +34,7 @@ type Cache struct {
 	health    HealthSource
 	cfg       Config
 	watermark atomic.Uint64
+	history   watermarkHistory
 	closed    atomic.Bool
 }
 
@@ -92,6 +93,11 @@ type Config struct {
 	MaxTTL time.Duration
 	// Limits bound the size of one entry (see NewResultBuilder).
 	Limits Limits
+	// VisibilityGrace is how far stamps lag the watermark: longer than a committed
+	// transaction takes to become visible to new snapshots after its commit record
+	// was decoded (see watermarkHistory). Negative disables it (for tests that
+	// drive stamps by hand). default: 50ms
+	VisibilityGrace time.Duration
 }
 
 // Cache defaults.
@@ -147,6 +153,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{store: l1, stats: stats, health: cfg.Health, cfg: cfg}
+	c.history.grace = cfg.VisibilityGrace
 	if cfg.Redis != nil {
 		l2, err := newRedis(cfg.Redis, cfg.RedisConfig, stats)
 		if err != nil {
@@ -207,7 +214,8 @@ func (c *Cache) Lookup(ctx context.Context, key string) (*Result, bool) {
 // Stamp returns the stamp for a database read about to start. Take it before the
 // read (before sending the query), never after.
 func (c *Cache) Stamp() Stamp {
-	return c.store.Stamp(LSN(c.watermark.Load()))
+	w := min(LSN(c.watermark.Load()), c.history.at(time.Now()))
+	return c.store.Stamp(w)
 }
 
 // Store stores a fill: the complete result of key, depending on tags, read after
@@ -280,11 +288,16 @@ func (c *Cache) advance(inv Invalidation) {
 	}
 	if inv.Flush {
 		c.watermark.Store(uint64(inv.Watermark))
+		c.history.reset(time.Now(), inv.Watermark)
 		return
 	}
 	for {
 		cur := c.watermark.Load()
-		if uint64(inv.Watermark) <= cur || c.watermark.CompareAndSwap(cur, uint64(inv.Watermark)) {
+		if uint64(inv.Watermark) <= cur {
+			return
+		}
+		if c.watermark.CompareAndSwap(cur, uint64(inv.Watermark)) {
+			c.history.record(time.Now(), inv.Watermark)
 			return
 		}
 	}
