@@ -144,15 +144,8 @@ func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldri
 	return plan, ""
 }
 
-// offlineMayWrite tells, without the catalog, whether a statement may write: only
-// text PostgreSQL rejects or that holds no statement surely does not.
-func (rp *readPath) offlineMayWrite(sql string) bool {
-	switch rp.analyzer.Offline(sql).Reason {
-	case querycache.ReasonParseError, querycache.ReasonEmpty:
-		return false
-	}
-	return true
-}
+// offlineMayWrite tells, without the catalog, whether a statement may write.
+func (rp *readPath) offlineMayWrite(sql string) bool { return rp.analyzer.MayWrite(sql) }
 
 // passThrough runs a statement on PostgreSQL, then records what it may have
 // changed: the session (a statement that is not a cacheable SELECT may SET

@@ -1,0 +1,18 @@
+package querycache
+
+// MayWrite reports, from the text alone, whether a statement may change data, so
+// the driver knows which statements its read-your-writes fence must wait for. Only
+// a statement PostgreSQL rejects, an empty one, or a query (SELECT, VALUES, TABLE)
+// that calls no function by name is known not to write: a function may write
+// whatever its volatility says. Operators and casts are taken to be the built-in
+// kind, which do not write.
+func (a *Analyzer) MayWrite(sql string) bool {
+	st := a.statement(sql).st
+	switch st.reason {
+	case ReasonParseError, ReasonEmpty:
+		return false
+	case ReasonNone:
+		return len(st.funcs) > 0
+	}
+	return true
+}
