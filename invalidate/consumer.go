@@ -87,8 +87,10 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 // its end.
 func (c *Consumer) Apply(ctx context.Context, tx *cdc.Transaction) error {
 	c.adopt()
+	tags, ddl := c.tagger.tags(tx)
 	inv := querycache.Invalidation{
-		Tags:      c.tagger.tags(tx),
+		Flush:     ddl,
+		Tags:      tags,
 		Commit:    querycache.LSN(tx.CommitLSN),
 		Watermark: querycache.LSN(tx.EndLSN),
 	}

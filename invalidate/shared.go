@@ -57,9 +57,9 @@ type Shared struct {
 	cfg     SharedConfig
 	elector *Elector
 
-	lastBatch   atomic.Int64 // unix nanos when the last batch was applied, 0 while lost
-	leaderOK    atomic.Bool  // the last batch said the leader's stream was healthy
-	listener    atomic.Pointer[cdc.Listener]
+	lastBatch atomic.Int64 // unix nanos when the last batch was applied, 0 while lost
+	leaderOK  atomic.Bool  // the last batch said the leader's stream was healthy
+	listener  atomic.Pointer[cdc.Listener]
 }
 
 // NewShared validates cfg.

@@ -26,8 +26,14 @@ type relTags struct {
 	tags map[querycache.Tag]struct{}
 }
 
-// tags returns the tags tx invalidates, without duplicates.
-func (t *tagger) tags(tx *cdc.Transaction) []querycache.Tag {
+// DDLMessagePrefix is the prefix of the logical decoding message that pgcache's
+// event trigger (pgcache setup) emits in every transaction that changes the schema:
+// the cache is then flushed, since results may change shape without a row change.
+const DDLMessagePrefix = "pgcache.ddl"
+
+// tags returns the tags tx invalidates, without duplicates, and whether it changed
+// the schema (its DDL message): then everything must go.
+func (t *tagger) tags(tx *cdc.Transaction) (tags []querycache.Tag, ddl bool) {
 	byRel := make(map[querycache.Relation]*relTags)
 	get := func(r *cdc.Relation) (querycache.Relation, *relTags) {
 		rel := querycache.Relation{Schema: r.Schema, Name: r.Name}
@@ -63,6 +69,10 @@ func (t *tagger) tags(tx *cdc.Transaction) []querycache.Tag {
 		case *cdc.Overflow:
 			_, rt := get(ev.Relation)
 			rt.all = true
+		case *cdc.Message:
+			if ev.Prefix == DDLMessagePrefix {
+				ddl = true
+			}
 		case *cdc.RelationChange:
 			var changed []querycache.Relation
 			for _, r := range []*cdc.Relation{ev.Previous, ev.Current} {
@@ -78,18 +88,20 @@ func (t *tagger) tags(tx *cdc.Transaction) []querycache.Tag {
 			}
 		}
 	}
-	var out []querycache.Tag
 	for rel, rt := range byRel {
 		if rt.all {
-			out = append(out, querycache.AllTag(rel), querycache.WideTag(rel))
+			tags = append(tags, querycache.AllTag(rel), querycache.WideTag(rel))
 			continue
 		}
 		for tag := range rt.tags {
-			out = append(out, tag)
+			tags = append(tags, tag)
 		}
 	}
-	slices.Sort(out) // deterministic batches: easier to read, test and compare
-	return out
+	slices.Sort(tags) // deterministic batches: easier to read, test and compare
+	if ddl && t.onSchemaChange != nil {
+		t.onSchemaChange()
+	}
+	return tags, ddl
 }
 
 // rowTags adds the row tags of scheme s for the old and new values of a row change.
