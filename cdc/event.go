@@ -28,8 +28,9 @@ type Consumer interface {
 }
 
 // ProgressConsumer is a Consumer that also wants to know when the applied position
-// advances without a transaction: an idle stream's keepalive proved that every
-// commit before applied was received and applied (see Health.AppliedLSN). It is
+// advances without a transaction: at the start of each connection (the slot's
+// position), and when an idle stream's keepalive proved that every commit before
+// applied was received and applied (see Health.AppliedLSN). It is
 // called from the same goroutine as Apply, never concurrently with it; applied
 // may be lower than the EndLSN of a transaction applied just before, so consumers
 // keep the maximum. An error makes the listener reconnect.

@@ -199,8 +199,14 @@ func (l *Listener) session(ctx context.Context) (progress bool, err error) {
 		return false, err
 	}
 	// The slot's position is applied: by an earlier consumer, or (new history)
-	// covered by HistoryLost.
+	// covered by HistoryLost. A consumer that follows progress learns it now,
+	// before any transaction (nothing else calls it yet).
 	l.advanceApplied(start.lsn)
+	if p, ok := l.consumer.(ProgressConsumer); ok {
+		if err := p.Progress(ctx, LSN(l.applied.Load())); err != nil {
+			return false, fmt.Errorf("cdc: consumer Progress: %w", err)
+		}
+	}
 	if err := l.startReplication(ctx, conn, start.lsn); err != nil {
 		return false, err
 	}

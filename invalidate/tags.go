@@ -31,6 +31,21 @@ type relTags struct {
 // the cache is then flushed, since results may change shape without a row change.
 const DDLMessagePrefix = "pgcache.ddl"
 
+// DDLTriggerSQL installs the event triggers that make every schema change announce
+// itself in the change stream, in its transaction's order, so caches flush: a result
+// can change shape (ALTER TABLE ... ADD COLUMN ... DEFAULT) without any row change.
+// It needs a superuser; `pgcache setup` runs it.
+const DDLTriggerSQL = `
+CREATE OR REPLACE FUNCTION pgcache_announce_ddl() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_logical_emit_message(true, '` + DDLMessagePrefix + `', tg_tag);
+END $$;
+DROP EVENT TRIGGER IF EXISTS pgcache_ddl;
+CREATE EVENT TRIGGER pgcache_ddl ON ddl_command_end EXECUTE FUNCTION pgcache_announce_ddl();
+DROP EVENT TRIGGER IF EXISTS pgcache_drop;
+CREATE EVENT TRIGGER pgcache_drop ON sql_drop EXECUTE FUNCTION pgcache_announce_ddl();`
+
 // tags returns the tags tx invalidates, without duplicates, and whether it changed
 // the schema (its DDL message): then everything must go.
 func (t *tagger) tags(tx *cdc.Transaction) (tags []querycache.Tag, ddl bool) {
