@@ -28,7 +28,21 @@
 //		return err
 //	})
 //
-// The driver owns no caching logic: it asks package querycache whether and how a
-// statement may be cached and delegates everything else to pgx's stdlib driver, whose
-// results, errors and driver.ErrBadConn rules it keeps.
+// # Caching
+//
+// In the default mode (pgcache_mode=auto) a connector starts, with its first
+// connection, a change stream (logical replication) that keeps its cache current, and
+// answers cacheable queries from the cache while that stream is streaming and caught up
+// (within pgcache_max_lag). Everything else, and everything while the stream is down,
+// goes to PostgreSQL unchanged. With pgcache_redis, instances share a cache through
+// Redis and elect one of them to consume the stream for all.
+//
+//	st, _ := driver.StatsOf(ctx, db) // hits, misses, bypasses by reason, stream state
+//
+// Per statement, /* pgcache:off */ and /* pgcache:ttl=30s */ in the SQL text; per call,
+// WithoutCache(ctx) and WithTTL(ctx, d).
+//
+// The driver owns no caching logic of its own: it asks package querycache whether and
+// how a statement may be cached, and delegates everything else to pgx's stdlib driver,
+// whose results, errors and driver.ErrBadConn rules it keeps.
 package driver
