@@ -96,20 +96,29 @@ func arraysOfAllTypes(t *testing.T, admin *sql.DB) {
 }
 
 // redisDBs hands out Redis database numbers to the tests of this package that
-// inspect or disturb what the shared Redis holds (0 is TestSharedRedisHit's).
+// inspect or disturb what the shared Redis holds: 0 is TestSharedRedisHit's, the
+// last (15 of Redis's default 16) the benchmarks'.
 var redisDBs atomic.Int32
+
+const benchRedisDB = 15
 
 // sharedRedisURL returns the URL of a database of the shared Redis that no other
 // test of this package uses.
 func sharedRedisURL(t testing.TB) string {
 	t.Helper()
 	n := redisDBs.Add(1)
-	if n > 15 {
-		t.Fatalf("more than 15 tests want a Redis database of their own")
+	if n >= benchRedisDB {
+		t.Fatalf("more than %d tests want a Redis database of their own", benchRedisDB-1)
 	}
-	u, err := url.Parse(pgcachetest.SharedRedis(t).URL())
+	return redisURLWithDB(t, pgcachetest.SharedRedis(t).URL(), int(n))
+}
+
+// redisURLWithDB returns a Redis URL naming database n.
+func redisURLWithDB(tb testing.TB, redisURL string, n int) string {
+	tb.Helper()
+	u, err := url.Parse(redisURL)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	u.Path = fmt.Sprintf("/%d", n)
 	return u.String()

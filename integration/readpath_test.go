@@ -39,23 +39,23 @@ var itemsSchema = []string{
 // with its cache in use. A stream that starts after the database's last commit
 // has no watermark until something commits, so it commits into a table of its
 // own until every stream has applied one.
-func waitAllStreaming(t *testing.T, admin *sql.DB, dbs ...*sql.DB) {
-	t.Helper()
-	ctx := testContext(t)
+func waitAllStreaming(tb testing.TB, admin *sql.DB, dbs ...*sql.DB) {
+	tb.Helper()
+	ctx := testContext(tb)
 	for _, db := range dbs {
 		if err := db.PingContext(ctx); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
-	mustExec(t, admin, `CREATE TABLE IF NOT EXISTS stream_tick (n int)`)
+	mustExec(tb, admin, `CREATE TABLE IF NOT EXISTS stream_tick (n int)`)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		mustExec(t, admin, `INSERT INTO stream_tick VALUES (1)`)
+		mustExec(tb, admin, `INSERT INTO stream_tick VALUES (1)`)
 		ready := true
 		for _, db := range dbs {
-			st := stats(t, db)
+			st := dbStats(tb, db)
 			if st.StreamProblem != "" {
-				t.Fatalf("change stream: %s", st.StreamProblem)
+				tb.Fatalf("change stream: %s", st.StreamProblem)
 			}
 			ready = ready && st.Usable && st.Watermark > 0
 		}
@@ -63,10 +63,20 @@ func waitAllStreaming(t *testing.T, admin *sql.DB, dbs ...*sql.DB) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("change streams not streaming after 30s")
+			tb.Fatalf("change streams not streaming after 30s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// dbStats is stats for tests and benchmarks.
+func dbStats(tb testing.TB, db *sql.DB) driver.Stats {
+	tb.Helper()
+	st, err := driver.StatsOf(testContext(tb), db)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
 }
 
 // cachedDB creates a database with schema, opens it through pgx (admin) and
