@@ -165,8 +165,8 @@ func newCacheBench(b *testing.B) *cacheBench {
 	)
 	env := &cacheBench{
 		pgx: openDB(b, "pgx", dsn),
-		l1:  openDB(b, "pgcache", dsn),
-		l2:  openDB(b, "pgcache", withParams(withRedis(dsn, redisURL), "pgcache_l1_bytes=1")),
+		l1:  openDB(b, "pgcache", withParams(dsn, steadyLag)),
+		l2:  openDB(b, "pgcache", withParams(withRedis(dsn, redisURL), steadyLag, "pgcache_l1_bytes=1")),
 	}
 	waitAllStreaming(b, admin, env.l1, env.l2)
 

@@ -269,7 +269,7 @@ func TestCacheFidelity(t *testing.T) {
 	mustExec(t, admin, customSchema...)
 	arraysOfAllTypes(t, admin)
 
-	cached := withRedis(dsn, sharedRedisURL(t))
+	cached := withParams(withRedis(dsn, sharedRedisURL(t)), steadyLag)
 	ref := openDB(t, "pgx", dsn)
 	db := openDB(t, "pgcache", cached)
 	fromRedis := openDB(t, "pgcache", cached)
