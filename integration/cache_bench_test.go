@@ -17,6 +17,10 @@ import (
 // server, in one process and one run, and logs the ratios the project targets:
 //
 //	query=point: one row of five columns by primary key.
+//	  driver=paired runs every driver in each iteration (blocks of pairedBlock
+//	  reads of nop and L1, one of L2 and pgx, in alternating order) so that load
+//	  changes on a shared machine hit all alike, and reports the ratios of the
+//	  median latencies: the figures to quote on a busy machine.
 //	  driver=nop        database/sql over a driver returning the same row canned:
 //	                    the floor any database/sql driver pays
 //	  driver=pgcache-L1 an in-process hit (target: ≤ 1.3× nop, ≥ 40× faster than pgx)
@@ -24,7 +28,7 @@ import (
 //	                    (target: ≥ 1.5× faster than pgx)
 //	  driver=pgx        PostgreSQL
 //	query=aggregate: count, sum, avg, min and max over the 100k-row table.
-//	  driver=pgcache-L2 vs driver=pgx (target: ≥ 300× faster)
+//	  driver=pgcache-L2 vs driver=pgx (target: ≥ 300× faster); paired as above
 //	query=miss: the point query with a new key every time (an argument that does not
 //	  change the row): every pgcache read misses, runs the query and fills the cache.
 //	  driver=pgcache vs driver=pgx (target: ≤ 5% slower); paired runs both
@@ -61,12 +65,14 @@ func BenchmarkCache(b *testing.B) {
 	record("query=point/driver=pgx", func(b *testing.B) {
 		benchLoop(b, func(i int64) error { return pointRead(ctx, env.pgx, pointKeys(i), true) })
 	})
+	b.Run("query=point/driver=paired", func(b *testing.B) { env.pairedPoint(b) })
 	record("query=aggregate/driver=pgcache-L2", func(b *testing.B) {
 		env.expect(b, env.l2, "HitsL2", func(int64) error { return aggregateRead(ctx, env.l2) })
 	})
 	record("query=aggregate/driver=pgx", func(b *testing.B) {
 		benchLoop(b, func(int64) error { return aggregateRead(ctx, env.pgx) })
 	})
+	b.Run("query=aggregate/driver=paired", func(b *testing.B) { env.pairedAggregate(b) })
 	record("query=miss/driver=pgcache", func(b *testing.B) {
 		env.expect(b, env.l1, "Misses", func(i int64) error { return missRead(ctx, env.l1, i) })
 	})
@@ -338,4 +344,88 @@ func (env *cacheBench) pairedMiss(b *testing.B) {
 	b.ReportMetric(float64(pgx.Nanoseconds()), "pgx-ns/query")
 	b.ReportMetric(float64(pgcache.Nanoseconds()), "pgcache-ns/query")
 	b.ReportMetric(float64(pgcache)/float64(pgx), "pgcache/pgx")
+}
+
+// pairedBlock is how many of the microsecond-scale reads (nop, L1) pairedPoint
+// times together, so that reading the clock does not weigh on them.
+const pairedBlock = 64
+
+// pairedPoint runs the point query through every driver in each iteration and
+// reports each one's median latency and the ratios the project targets.
+func (env *cacheBench) pairedPoint(b *testing.B) {
+	ctx := context.Background()
+	type timedDriver struct {
+		name  string
+		db    *sql.DB
+		block int
+		check bool
+		times []time.Duration
+	}
+	drivers := []*timedDriver{
+		{name: "nop", db: env.nop, block: pairedBlock},
+		{name: "L1", db: env.l1, block: pairedBlock, check: true},
+		{name: "L2", db: env.l2, block: 1, check: true},
+		{name: "pgx", db: env.pgx, block: 1, check: true},
+	}
+	for _, d := range drivers {
+		if err := pointRead(ctx, d.db, 1, d.check); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	var i int64
+	for b.Loop() {
+		i++
+		for k := range drivers {
+			d := drivers[k]
+			if i%2 == 0 {
+				d = drivers[len(drivers)-1-k]
+			}
+			start := time.Now()
+			for j := range d.block {
+				if err := pointRead(ctx, d.db, (i*pairedBlock+int64(j))%benchWarmKeys+1, d.check); err != nil {
+					b.Fatal(err)
+				}
+			}
+			d.times = append(d.times, time.Since(start)/time.Duration(d.block))
+		}
+	}
+	med := make(map[string]float64)
+	for _, d := range drivers {
+		med[d.name] = float64(median(d.times))
+		b.ReportMetric(med[d.name], d.name+"-ns/query")
+	}
+	b.ReportMetric(med["pgx"]/med["L1"], "pgx/L1")
+	b.ReportMetric(med["L1"]/med["nop"], "L1/nop")
+	b.ReportMetric(med["pgx"]/med["L2"], "pgx/L2")
+}
+
+// pairedAggregate runs the aggregate through pgx and from Redis in each
+// iteration, in alternating order, and reports the ratio of the medians.
+func (env *cacheBench) pairedAggregate(b *testing.B) {
+	ctx := context.Background()
+	var pgxTimes, l2Times []time.Duration
+	timed := func(db *sql.DB, into *[]time.Duration) {
+		start := time.Now()
+		if err := aggregateRead(ctx, db); err != nil {
+			b.Fatal(err)
+		}
+		*into = append(*into, time.Since(start))
+	}
+	b.ReportAllocs()
+	var i int64
+	for b.Loop() {
+		i++
+		if i%2 == 0 {
+			timed(env.pgx, &pgxTimes)
+			timed(env.l2, &l2Times)
+		} else {
+			timed(env.l2, &l2Times)
+			timed(env.pgx, &pgxTimes)
+		}
+	}
+	pgx, l2 := median(pgxTimes), median(l2Times)
+	b.ReportMetric(float64(pgx.Nanoseconds()), "pgx-ns/query")
+	b.ReportMetric(float64(l2.Nanoseconds()), "L2-ns/query")
+	b.ReportMetric(float64(pgx)/float64(l2), "pgx/L2")
 }
