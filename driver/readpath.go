@@ -45,10 +45,10 @@ type tagsFunc func(querycache.Stamp) []querycache.Tag
 
 // query answers a query: from the cache when it may, from PostgreSQL otherwise.
 func (rp *readPath) query(ctx context.Context, c *Conn, sql string, args []sqldriver.NamedValue, direct queryFunc) (sqldriver.Rows, error) {
-	plan, why := rp.plan(ctx, c, sql, args)
+	plan, why, readOnly := rp.plan(ctx, c, sql, args)
 	if plan == nil {
 		rp.cache.CountBypass(why)
-		return c.passThrough(direct, rp.offlineMayWrite(sql))
+		return c.passThrough(direct, !readOnly && rp.offlineMayWrite(sql))
 	}
 	key, ok := plan.Key(&c.sess.id, args)
 	if !ok {
@@ -103,22 +103,23 @@ func entryTags(tags []querycache.Tag, schemes []schemeUse, watermark querycache.
 }
 
 // plan returns the plan of a cacheable query that may use the cache now, or nil
-// and the reason to bypass it.
-func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldriver.NamedValue) (*querycache.Plan, string) {
+// and the reason to bypass it. readOnly reports a statement known not to write:
+// a cacheable plan (every function it calls is immutable) bypassed all the same.
+func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldriver.NamedValue) (plan *querycache.Plan, why string, readOnly bool) {
 	if cacheOff(ctx) {
-		return nil, bypassContext
+		return nil, bypassContext, false
 	}
 	pgxConn := c.base.Conn()
 	if pgxConn.PgConn().TxStatus() != 'I' {
-		return nil, bypassTransaction
+		return nil, bypassTransaction, false
 	}
 	if ok, why := rp.cache.Usable(); !ok {
-		return nil, why
+		return nil, why, false
 	}
 	if writes, stale := rp.fence.pending(); stale || !c.sess.current {
 		lsn, err := c.sess.load(ctx, pgxConn)
 		if err != nil {
-			return nil, bypassSessionErr
+			return nil, bypassSessionErr, false
 		}
 		rp.fence.cover(writes, lsn)
 	} else {
@@ -126,22 +127,22 @@ func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldri
 	}
 	plan, err := rp.analyzer.Plan(ctx, &querycache.Session{Identity: c.sess.id, Conn: pgxConn, TempObjects: c.sess.temp}, sql)
 	if err != nil {
-		return nil, bypassPlanErr
+		return nil, bypassPlanErr, false
 	}
 	if plan.CreatesTemp {
 		c.sess.temp = true
 	}
 	switch {
 	case !plan.Cacheable:
-		return nil, plan.Reason.String()
+		return nil, plan.Reason.String(), false
 	case plan.Off:
-		return nil, querycache.ReasonDirectiveOff.String()
+		return nil, querycache.ReasonDirectiveOff.String(), true
 	case !rp.filter.allows(plan.Reads):
-		return nil, bypassFiltered
+		return nil, bypassFiltered, true
 	case rp.fence.holds(rp.cache.Watermark()):
-		return nil, bypassFence
+		return nil, bypassFence, true
 	}
-	return plan, ""
+	return plan, "", true
 }
 
 // offlineMayWrite tells, without the catalog, whether a statement may write.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pgcache/pgcache/pgcachetest"
 )
@@ -72,4 +73,55 @@ func TestRestartKeepsPort(t *testing.T) {
 		t.Fatalf("the URL from before the restart no longer works: %v", err)
 	}
 	conn.Close(ctx)
+}
+
+// TestDirectURL: where containers are reachable at their own addresses, the direct
+// URLs reach the same servers as the published ports.
+func TestDirectURL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg := pgcachetest.SharedPostgres(t)
+	dsn := pg.NewDatabase(t)
+	direct, err := pg.DirectURL(ctx, dsn)
+	if err != nil {
+		t.Skipf("no direct address: %v", err)
+	}
+	if direct == dsn {
+		t.Fatalf("DirectURL returned the URL unchanged: %s", direct)
+	}
+	conn, err := pgx.Connect(ctx, direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var want, got string
+	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	if err := other.QueryRow(ctx, "SELECT current_database()").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("direct URL reached database %q, want %q", got, want)
+	}
+
+	rd := pgcachetest.SharedRedis(t)
+	redisDirect, err := rd.DirectURL(ctx)
+	if err != nil {
+		t.Fatalf("PostgreSQL is reachable directly but Redis is not: %v", err)
+	}
+	opts, err := redis.ParseURL(redisDirect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	defer client.Close()
+	if err := client.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
 }
