@@ -28,6 +28,9 @@ type Stats struct {
 	Watermark querycache.LSN
 	// Lag is how far the applied invalidations are behind the database.
 	Lag time.Duration
+	// StreamErrors counts failures of the shared cache's fan-out (Redis down or
+	// refusing): while they last, reads go to PostgreSQL.
+	StreamErrors uint64
 }
 
 // Stats returns the connector's statistics.
@@ -43,7 +46,7 @@ func (c *Connector) Stats() Stats {
 		st.StreamProblem = *p
 	}
 	if sh := c.stream.shared.Load(); sh != nil {
-		st.Stream, st.Lag = "following", sh.Health().Lag
+		st.Stream, st.Lag, st.StreamErrors = "following", sh.Health().Lag, sh.Errors()
 		if lh, ok := sh.LeaderHealth(); ok {
 			st.Stream = "leading (" + lh.State.String() + ")"
 		}

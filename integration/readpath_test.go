@@ -838,11 +838,17 @@ func TestRedisFaults(t *testing.T) {
 			return d.HitsL2 == 1
 		})
 	}
+	// Entry keys live under the database's Redis namespace.
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entryPattern := "{" + driver.DefaultRedisNamespace(cfg.Database) + "}:e:*"
 	// dropEntries deletes the cache entries, and only them: the tag buckets and
 	// the meta key stay, so pgcache does not see Redis as having lost its writes.
 	dropEntries := func(t *testing.T) {
 		t.Helper()
-		keys, err := client.Keys(ctx, "{pgcache}:e:*").Result()
+		keys, err := client.Keys(ctx, entryPattern).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -854,7 +860,7 @@ func TestRedisFaults(t *testing.T) {
 	}
 	entryKey := func(t *testing.T) string {
 		t.Helper()
-		keys, err := client.Keys(ctx, "{pgcache}:e:*").Result()
+		keys, err := client.Keys(ctx, entryPattern).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1009,8 +1015,8 @@ func TestRedisFaults(t *testing.T) {
 		}
 		st := stats(t, wrong)
 		t.Logf("with a wrong Redis password: usable %v (%s), %+v", st.Usable, st.UnusableReason, st.Stats)
-		if st.Errors == 0 {
-			t.Errorf("no errors counted with a wrong Redis password: %+v", st.Stats)
+		if st.Errors+st.StreamErrors == 0 {
+			t.Errorf("no errors counted with a wrong Redis password: %+v", st)
 		}
 		if st.HitsL2 != 0 || st.FillsL2 != 0 {
 			t.Errorf("Redis used with a wrong password: %+v", st.Stats)

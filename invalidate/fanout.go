@@ -233,7 +233,8 @@ type FollowHandler interface {
 
 // Follow reads the stream from its current end and hands every batch to h, in
 // order, until ctx is done. Redis errors are reported to h.Lost once per outage
-// and retried with backoff; Follow returns ctx's error, or h's.
+// (and each to h.Failed, when h has that method) and retried with backoff; Follow
+// returns ctx's error, or h's.
 func Follow(ctx context.Context, cfg FanoutConfig, h FollowHandler) error {
 	if err := cfg.fill(); err != nil {
 		return err
@@ -244,7 +245,11 @@ func Follow(ctx context.Context, cfg FanoutConfig, h FollowHandler) error {
 		backoff = 50 * time.Millisecond
 		down    bool // an outage was already reported
 	)
+	counter, _ := h.(interface{ Failed(reason string) })
 	fail := func(reason string) error {
+		if counter != nil {
+			counter.Failed(reason)
+		}
 		if !down {
 			down = true
 			if err := h.Lost(ctx, reason); err != nil {

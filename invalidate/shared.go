@@ -60,7 +60,13 @@ type Shared struct {
 	lastBatch atomic.Int64 // unix nanos when the last batch was applied, 0 while lost
 	leaderOK  atomic.Bool  // the last batch said the leader's stream was healthy
 	listener  atomic.Pointer[cdc.Listener]
+	errors    atomic.Uint64 // failed reads of the fan-out and failed heartbeats
 }
+
+// Errors counts the failures of this instance's shared-cache machinery that did
+// not reach the application: fan-out reads and heartbeats that failed (Redis down,
+// refusing, unreachable).
+func (s *Shared) Errors() uint64 { return s.errors.Load() }
 
 // NewShared validates cfg.
 func NewShared(cfg SharedConfig) (*Shared, error) {
@@ -203,6 +209,7 @@ func (s *Shared) heartbeat(ctx context.Context, pub *Publisher, l *cdc.Listener,
 		h := l.Health()
 		healthy := h.State == cdc.StateStreaming && !h.HistoryLost && h.LagTime <= s.cfg.MaxLag
 		if err := pub.Publish(ctx, Batch{LSN: c.Watermark(), Healthy: healthy}); err != nil && ctx.Err() == nil {
+			s.errors.Add(1)
 			s.cfg.Logger.Debug("pgcache: heartbeat", "err", err)
 		}
 	}
@@ -223,6 +230,9 @@ func (f *follower) Apply(ctx context.Context, b Batch) error {
 	f.lastBatch.Store(time.Now().UnixNano())
 	return nil
 }
+
+// Failed counts a failed read of the fan-out.
+func (f *follower) Failed(string) { f.errors.Add(1) }
 
 func (f *follower) Lost(ctx context.Context, reason string) error {
 	f.lastBatch.Store(0)
