@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgcache/pgcache/querycache"
 )
 
 // Conn is one pgcache connection: a pgx stdlib connection that pgcache sees every
@@ -17,7 +19,8 @@ type Conn struct {
 
 	// Caching state, used only when the connector caches (connector.rp != nil).
 	sess       session
-	txMayWrite bool // the open transaction ran a statement that may have written
+	qsess      querycache.Session // reused for every plan: no allocation per query
+	txMayWrite bool               // the open transaction ran a statement that may have written
 }
 
 // Every optional interface database/sql looks for on a connection.
@@ -85,9 +88,7 @@ func (c *Conn) BeginTx(ctx context.Context, opts sqldriver.TxOptions) (sqldriver
 // what it may have written keeps this *sql.DB from reading older cached data.
 func (c *Conn) ExecContext(ctx context.Context, query string, args []sqldriver.NamedValue) (sqldriver.Result, error) {
 	res, err := c.base.ExecContext(ctx, query, args)
-	if rp := c.connector.rp; rp != nil {
-		c.afterStatement(rp.offlineMayWrite(query))
-	}
+	c.afterExec(query)
 	return res, err
 }
 
@@ -97,7 +98,7 @@ func (c *Conn) QueryContext(ctx context.Context, query string, args []sqldriver.
 	if rp == nil {
 		return c.base.QueryContext(ctx, query, args)
 	}
-	return rp.query(ctx, c, query, args, func() (sqldriver.Rows, error) { return c.base.QueryContext(ctx, query, args) })
+	return rp.query(ctx, c, nil, query, args)
 }
 
 // Ping checks the connection, as pgx does.
@@ -113,3 +114,17 @@ func (c *Conn) ResetSession(ctx context.Context) error { return c.base.ResetSess
 // IsValid reports whether the connection can be reused: a closed pgx connection
 // cannot.
 func (c *Conn) IsValid() bool { return !c.base.Conn().IsClosed() }
+
+// afterExec records what a statement run through Exec may have changed: data, the
+// session, and temporary objects that may shadow relations (CREATE TEMP TABLE).
+func (c *Conn) afterExec(sql string) {
+	rp := c.connector.rp
+	if rp == nil {
+		return
+	}
+	mayWrite, createsTemp := rp.analyzer.Effects(sql)
+	if createsTemp {
+		c.sess.temp = true
+	}
+	c.afterStatement(mayWrite)
+}

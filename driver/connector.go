@@ -109,6 +109,11 @@ func (c *Connector) buildReadPath() error {
 			return fmt.Errorf("pgcache: Config.RedisURL: %v", redactURLError(err))
 		}
 		opts.ContextTimeoutEnabled = true // pgcache's own timeouts bound every call
+		if opts.Protocol == 0 {
+			// RESP2: pgcache uses no RESP3 feature, and a RESP3 client peeks for
+			// push notifications on every command.
+			opts.Protocol = 2
+		}
 		client = redis.NewClient(opts)
 		c.ownRedis = client
 	}

@@ -3,21 +3,11 @@ package driver
 import (
 	sqldriver "database/sql/driver"
 	"reflect"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgcache/pgcache/querycache"
 )
-
-// claimState arbitrates between a fill starting on a caller's connection and the
-// caller leaving (see readPath.fill).
-type claimState struct{ v atomic.Int32 }
-
-// take moves the claim from open to to, and reports whether it did.
-func (c *claimState) take(to int32) bool { return c.v.CompareAndSwap(claimOpen, to) }
-
-func (c *claimState) get() int32 { return c.v.Load() }
 
 // handoffRows continues, for the leader's caller, a result that grew too large to
 // cache: the rows the fill already read, then the rest from PostgreSQL.

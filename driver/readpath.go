@@ -3,12 +3,11 @@ package driver
 import (
 	"context"
 	sqldriver "database/sql/driver"
-	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/pgcache/pgcache/invalidate"
 	"github.com/pgcache/pgcache/querycache"
@@ -21,7 +20,7 @@ type readPath struct {
 	schemes  invalidate.SchemeRegistry
 	redis    redis.UniversalClient // nil without Redis
 	filter   relationFilter
-	flights  singleflight.Group
+	flights  flights
 	fence    fence
 }
 
@@ -43,22 +42,24 @@ type queryFunc func() (sqldriver.Rows, error)
 // tagsFunc gives the tags of an entry filled under a stamp.
 type tagsFunc func(querycache.Stamp) []querycache.Tag
 
-// query answers a query: from the cache when it may, from PostgreSQL otherwise.
-func (rp *readPath) query(ctx context.Context, c *Conn, sql string, args []sqldriver.NamedValue, direct queryFunc) (sqldriver.Rows, error) {
+// query answers a query, run as a prepared statement when stmt is not nil: from
+// the cache when it may, from PostgreSQL otherwise.
+func (rp *readPath) query(ctx context.Context, c *Conn, stmt *Stmt, sql string, args []sqldriver.NamedValue) (sqldriver.Rows, error) {
 	plan, why, readOnly := rp.plan(ctx, c, sql, args)
 	if plan == nil {
 		rp.cache.CountBypass(why)
-		return c.passThrough(direct, !readOnly && rp.offlineMayWrite(sql))
+		return c.passThrough(c.direct(ctx, stmt, sql, args), !readOnly && rp.offlineMayWrite(sql))
 	}
 	key, ok := plan.Key(&c.sess.id, args)
 	if !ok {
 		rp.cache.CountBypass(bypassArguments)
-		return c.passThrough(direct, false)
+		return c.passThrough(c.direct(ctx, stmt, sql, args), false)
 	}
 	k := string(key[:])
 	if res, hit := rp.cache.Lookup(ctx, k); hit {
 		return res.Rows(), nil
 	}
+	direct := c.direct(ctx, stmt, sql, args)
 	// Schemes are registered before the stamp is taken, so every change applied
 	// after the stamp computes their tags; a scheme not (yet) usable, or usable
 	// only from a later watermark, makes its relation's tags wide.
@@ -125,7 +126,8 @@ func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldri
 	} else {
 		c.sess.refreshSettings(pgxConn)
 	}
-	plan, err := rp.analyzer.Plan(ctx, &querycache.Session{Identity: c.sess.id, Conn: pgxConn, TempObjects: c.sess.temp}, sql)
+	c.qsess = querycache.Session{Identity: c.sess.id, Conn: pgxConn, TempObjects: c.sess.temp}
+	plan, err := rp.analyzer.Plan(ctx, &c.qsess, sql)
 	if err != nil {
 		return nil, bypassPlanErr, false
 	}
@@ -148,9 +150,19 @@ func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldri
 // offlineMayWrite tells, without the catalog, whether a statement may write.
 func (rp *readPath) offlineMayWrite(sql string) bool { return rp.analyzer.MayWrite(sql) }
 
+// direct returns the function that runs the query on PostgreSQL through pgx's
+// stdlib, as a prepared statement when stmt is not nil. It is made only when
+// needed: a cache hit allocates no closure.
+func (c *Conn) direct(ctx context.Context, stmt *Stmt, sql string, args []sqldriver.NamedValue) queryFunc {
+	if stmt != nil {
+		return func() (sqldriver.Rows, error) { return stmt.base.QueryContext(ctx, args) }
+	}
+	return func() (sqldriver.Rows, error) { return c.base.QueryContext(ctx, sql, args) }
+}
+
 // passThrough runs a statement on PostgreSQL, then records what it may have
-// changed: the session (a statement that is not a cacheable SELECT may SET
-// anything) and, when mayWrite, data (read-your-writes).
+// changed when mayWrite: data (read-your-writes) and the session (a statement that
+// may write may also SET role or search_path).
 func (c *Conn) passThrough(direct queryFunc, mayWrite bool) (sqldriver.Rows, error) {
 	rows, err := direct()
 	c.afterStatement(mayWrite)
@@ -163,9 +175,10 @@ func (c *Conn) afterStatement(mayWrite bool) {
 	if rp == nil {
 		return
 	}
-	c.sess.current = false
 	inTx := c.base.Conn().PgConn().TxStatus() != 'I'
 	if mayWrite {
+		// Whatever may write may also SET (role, search_path, ...): ask again.
+		c.sess.current = false
 		if inTx {
 			c.txMayWrite = true
 		} else {
@@ -180,70 +193,37 @@ func (c *Conn) afterStatement(mayWrite bool) {
 	}
 }
 
-// errNotShared tells followers of a fill that the leader's result is not theirs
-// to use (too large to cache, its caller went away, or it failed): they query on
-// their own connection.
-var errNotShared = errors.New("pgcache: fill not shared")
-
-// fillResult is what a fill gives its waiters.
-type fillResult struct {
-	res *querycache.Result
-	// handoff, for the leader only, continues a result too large to cache.
-	handoff sqldriver.Rows
-	leader  *Conn
-}
-
-// Claims on a caller's connection by the fill it started (see fill).
-const (
-	claimOpen      = iota
-	claimFill      // the fill runs on the connection: the caller waits for it
-	claimWithdrawn // the caller left first: the fill must not touch the connection
-)
-
-// fill runs a missed query once for all concurrent callers of the same key (x/sync
-// singleflight). The first caller's connection runs it, in a goroutine of the
-// group, while every caller waits with its own context. The leader's connection
-// belongs to database/sql's caller, so it may only be used while that caller waits:
-// a claim settles the race between the fill starting and the caller leaving.
-// A leader that left (or failed) does not fail the followers: they try again.
+// fill runs a missed query once for all concurrent callers of the same key: the
+// first caller (the leader) runs it on its own connection, in its own goroutine,
+// and the others wait for its result with their own contexts. A leader whose
+// context ended does not fail the followers: one of them leads a new fill. A result
+// that cannot be shared (too large, or the leader's query failed) makes the
+// followers query on their own connections.
 func (rp *readPath) fill(ctx context.Context, c *Conn, key string, tags tagsFunc, ttl time.Duration, direct queryFunc) (sqldriver.Rows, error) {
 	for attempt := 0; attempt < 3; attempt++ {
-		var claim claimState
-		ch := rp.flights.DoChan(key, func() (any, error) {
-			if !claim.take(claimFill) {
-				return nil, errNotShared
+		f, leader := rp.flights.join(key)
+		if leader {
+			res, handoff, err := rp.runFill(ctx, key, tags, ttl, direct)
+			rp.flights.finish(key, f, res, err != nil && ctx.Err() != nil)
+			switch {
+			case err != nil:
+				c.afterStatement(false)
+				return nil, err
+			case handoff != nil:
+				return handoff, nil
 			}
-			return rp.runFill(ctx, c, key, tags, ttl, direct)
-		})
-		var r singleflight.Result
+			return res.Rows(), nil
+		}
 		select {
-		case r = <-ch:
+		case <-f.done:
 		case <-ctx.Done():
-			if claim.take(claimWithdrawn) {
-				return nil, ctx.Err() // a follower, or a leader whose fill never started
-			}
-			r = <-ch // our connection is running the fill, which stops with ctx
+			return nil, ctx.Err()
 		}
-		fr, _ := r.Val.(*fillResult)
-		switch {
-		case fr != nil && fr.leader == c:
-			// Ours: a result, or our open rows to continue.
-			if fr.handoff != nil {
-				return fr.handoff, nil
-			}
-			return fr.res.Rows(), nil
-		case r.Err != nil && claim.get() == claimFill:
-			// Our connection ran it and failed: the error is ours, as pgx's.
-			c.afterStatement(false)
-			return nil, r.Err
-		case fr != nil && fr.res != nil:
-			return fr.res.Rows(), nil
+		if f.res != nil {
+			return f.res.Rows(), nil
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if !errors.Is(r.Err, errNotShared) {
-			break // the leader's query failed: ours runs on its own
+		if !f.retry {
+			break
 		}
 	}
 	return c.passThrough(direct, false)
@@ -251,15 +231,17 @@ func (rp *readPath) fill(ctx context.Context, c *Conn, key string, tags tagsFunc
 
 // runFill runs the query on the leader's connection and stores its result when it
 // is complete and within the limits. The stamp is taken before the query is sent.
-func (rp *readPath) runFill(ctx context.Context, c *Conn, key string, tags tagsFunc, ttl time.Duration, direct queryFunc) (*fillResult, error) {
+// A result that cannot be cached comes back as handoff: the open rows, for the
+// leader's caller alone.
+func (rp *readPath) runFill(ctx context.Context, key string, tags tagsFunc, ttl time.Duration, direct queryFunc) (res *querycache.Result, handoff sqldriver.Rows, err error) {
 	stamp := rp.cache.Stamp()
 	rows, err := direct()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cols, err := querycache.ColumnsOf(rows)
 	if err != nil {
-		return &fillResult{handoff: rows, leader: c}, nil
+		return nil, rows, nil
 	}
 	b := rp.cache.NewResultBuilder(cols)
 	dest := make([]sqldriver.Value, len(cols))
@@ -270,22 +252,64 @@ func (rp *readPath) runFill(ctx context.Context, c *Conn, key string, tags tagsF
 		}
 		if err != nil {
 			_ = rows.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		if b.Add(dest) != nil {
 			rp.cache.CountOverLimit()
-			return &fillResult{handoff: newHandoffRows(b, dest, rows), leader: c}, nil
+			return nil, newHandoffRows(b, dest, rows), nil
 		}
 	}
 	if err := rows.Close(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	res, err := b.Result()
+	res, err = b.Result()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// A fill the cache refuses (stale, dropped while unusable, Redis down) still
 	// answers this query: the error only means a later miss.
 	_ = rp.cache.Store(ctx, key, res, tags(stamp), stamp, ttl)
-	return &fillResult{res: res, leader: c}, nil
+	return res, nil, nil
+}
+
+// flights runs at most one fill per key at a time (see readPath.fill).
+//
+// It is not x/sync's singleflight, which runs the function in a goroutine of its
+// own: the fill must run on the leader's connection, which belongs to the
+// leader's caller, and a goroutine per miss cost a third of the miss overhead
+// (its stack grows through pgx's call depth on every miss).
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*flight // one per fill in progress: bounded by the connections
+}
+
+// flight is one fill in progress. res and retry are set before done is closed.
+type flight struct {
+	done  chan struct{}
+	res   *querycache.Result // nil: nothing to share
+	retry bool               // the leader's context ended: another caller should lead
+}
+
+// join returns the fill in progress for key, or starts one led by the caller.
+func (g *flights) join(key string) (f *flight, leader bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f := g.m[key]; f != nil {
+		return f, false
+	}
+	if g.m == nil {
+		g.m = make(map[string]*flight)
+	}
+	f = &flight{done: make(chan struct{})}
+	g.m[key] = f
+	return f, true
+}
+
+// finish ends the leader's fill and wakes the followers.
+func (g *flights) finish(key string, f *flight, res *querycache.Result, retry bool) {
+	g.mu.Lock()
+	delete(g.m, key)
+	g.mu.Unlock()
+	f.res, f.retry = res, retry
+	close(f.done)
 }

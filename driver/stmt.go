@@ -40,9 +40,7 @@ func (s *Stmt) Query([]sqldriver.Value) (sqldriver.Rows, error) {
 // ExecContext runs the statement.
 func (s *Stmt) ExecContext(ctx context.Context, args []sqldriver.NamedValue) (sqldriver.Result, error) {
 	res, err := s.base.ExecContext(ctx, args)
-	if rp := s.conn.connector.rp; rp != nil {
-		s.conn.afterStatement(rp.offlineMayWrite(s.query))
-	}
+	s.conn.afterExec(s.query)
 	return res, err
 }
 
@@ -52,5 +50,5 @@ func (s *Stmt) QueryContext(ctx context.Context, args []sqldriver.NamedValue) (s
 	if rp == nil {
 		return s.base.QueryContext(ctx, args)
 	}
-	return rp.query(ctx, s.conn, s.query, args, func() (sqldriver.Rows, error) { return s.base.QueryContext(ctx, args) })
+	return rp.query(ctx, s.conn, s, s.query, args)
 }

@@ -7,12 +7,19 @@ package querycache
 // whatever its volatility says. Operators and casts are taken to be the built-in
 // kind, which do not write.
 func (a *Analyzer) MayWrite(sql string) bool {
+	mayWrite, _ := a.Effects(sql)
+	return mayWrite
+}
+
+// Effects is MayWrite, and whether the statement creates a temporary object (whose
+// name may shadow a relation others read: see Session.TempObjects).
+func (a *Analyzer) Effects(sql string) (mayWrite, createsTemp bool) {
 	st := a.statement(sql).st
 	switch st.reason {
 	case ReasonParseError, ReasonEmpty:
-		return false
+		return false, false
 	case ReasonNone:
-		return len(st.funcs) > 0
+		return len(st.funcs) > 0, st.createsTemp
 	}
-	return true
+	return true, st.createsTemp
 }

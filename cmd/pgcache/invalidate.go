@@ -60,6 +60,9 @@ func runInvalidate(ctx context.Context, stdout io.Writer, args []string) error {
 		return fmt.Errorf("--redis: %w", err)
 	}
 	opts.ContextTimeoutEnabled = true
+	if opts.Protocol == 0 {
+		opts.Protocol = 2 // pgcache uses no RESP3 feature
+	}
 	client := redis.NewClient(opts)
 	defer client.Close()
 	ns := *namespace
