@@ -1,0 +1,958 @@
+package querycache
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// This file decides which overloads a function call or an operator may resolve to,
+// and whether all of them are safe to cache. PostgreSQL's own resolution
+// (func_get_detail, oper_select_candidate) is not reproduced: the analyzer computes
+// a superset of the overloads PostgreSQL can pick, by excluding only what it is
+// certain PostgreSQL excludes, and accepts the call when every overload left is
+// safe. An ambiguous call with an unsafe overload is refused, never guessed.
+//
+// An overload is excluded when:
+//   - its parameter count cannot take the call's arguments (defaults and VARIADIC
+//     counted);
+//   - an argument of a known type cannot be implicitly converted to its parameter
+//     type: both are plain base, enum or array types (not both arrays) and pg_cast
+//     has no implicit cast between them, or the parameter is anyarray, anyrange,
+//     anymultirange or anyenum and the argument is plainly not one;
+//   - every argument's type is known and another overload takes exactly those
+//     types (PostgreSQL picks an exact match first).
+//
+// Argument types come from columns (the catalog), literals, explicit casts, and the
+// results of calls resolved the same way. A parameter without a cast ($1) has no
+// known type: the client may send it as anything.
+//
+// An overload is safe when its function is IMMUTABLE or is on the settings-only list
+// (analyze_settings.go) with its condition met, and no argument needs a conversion
+// to a parameter type that may run an unsafe function: an implicit cast whose
+// function is not safe (time to timetz, text to regclass, user casts), or the input
+// function of a type whose text input reads the catalog, the clock or settings
+// outside the key (reg*, money, xml, aclitem, timetz).
+
+// oidUnknown is the type of string literals and NULL before resolution.
+const oidUnknown = 705
+
+// argType is the type of an expression as far as the analyzer can tell: a type
+// (oid 0 when unknown, oidUnknown for string literals and NULL) or a whole-row
+// reference to a relation.
+type argType struct {
+	typeFacts
+	row *relInfo
+}
+
+// concrete reports whether the type is known and not a literal's unknown type.
+func (t argType) concrete() bool { return t.oid != 0 && t.oid != oidUnknown }
+
+// callArg is one argument of a call or operand of an operator.
+type callArg struct {
+	node *pg.Node
+	t    argType
+}
+
+// callResult is the verdict on a call: safe or why not, and the result type when
+// every overload left returns the same one.
+type callResult struct {
+	ok     bool
+	reason Reason
+	detail string
+	ret    argType
+}
+
+// candidate is an overload with its parameter types for this call's arguments
+// (VARIADIC expanded, defaulted parameters dropped); params nil: positions unknown
+// (named arguments).
+type candidate struct {
+	proc      *procInfo
+	params    []uint32
+	ret       uint32
+	builtinOp bool // a built-in operator
+}
+
+func builtinType(oid uint32) typeFacts {
+	return typeFacts{oid: oid, kind: kindBase, base: oid, baseKind: kindBase}
+}
+
+// unsafeInputTypes are the types whose text input depends on more than the key: the
+// catalog (reg*), lc_monetary (money), xmloption (xml), roles (aclitem), the current
+// date (timetz: the zone offset of a time of day is the one in effect today).
+var unsafeInputTypes = map[uint32]bool{oidMoney: true, oidXML: true, oidACLItem: true, oidTimetz: true}
+
+func isUnsafeInput(oid uint32) bool { return unsafeInputTypes[oid] || regTypeOIDs[oid] }
+
+// unsafeOutput reports whether a type's text output depends on more than the key.
+func unsafeOutput(f typeFacts) bool {
+	for _, o := range []uint32{f.oid, f.base, f.elem} {
+		if o == oidMoney || o == oidACLItem || regTypeOIDs[o] {
+			return true
+		}
+	}
+	return f.kind == kindComposite || f.baseKind == kindComposite || f.regType
+}
+
+// procSafeAlone reports whether a function is safe whatever its arguments.
+func procSafeAlone(p *procInfo) bool {
+	if p.volatility == 'i' {
+		return true
+	}
+	rule, ok := settingsOnly[p.key]
+	return ok && p.builtin && rule.ok == nil
+}
+
+// typeOf returns the type of an expression at a level.
+func (r *resolver) typeOf(sc *occScope, n *pg.Node, lvl int, vis visRange) argType {
+	if n == nil || n.Node == nil {
+		return argType{}
+	}
+	boolType := argType{typeFacts: builtinType(oidBool)}
+	switch x := n.Node.(type) {
+	case *pg.Node_ColumnRef:
+		ref := x.ColumnRef
+		if fields := columnFields(n); fields != nil {
+			if occ, col := findColumn(sc, lvl, vis, fields, false); occ >= 0 {
+				return argType{typeFacts: sc.rels[occ].columns[col].t}
+			}
+			if len(fields) == 1 {
+				if rel := wholeRow(sc, lvl, vis, fields[0], false); rel != nil {
+					return argType{row: rel}
+				}
+			}
+			return argType{}
+		}
+		if len(ref.Fields) == 2 && ref.Fields[1].GetAStar() != nil && ref.Fields[0].GetString_() != nil {
+			if rel := wholeRow(sc, lvl, vis, ref.Fields[0].GetString_().Sval, true); rel != nil {
+				return argType{row: rel}
+			}
+		}
+	case *pg.Node_AConst:
+		return argType{typeFacts: constType(x.AConst)}
+	case *pg.Node_TypeCast:
+		return r.castType(sc, x.TypeCast)
+	case *pg.Node_AExpr:
+		switch x.AExpr.Kind {
+		case pg.A_Expr_Kind_AEXPR_OP:
+			q, ok := opName(x.AExpr.Name)
+			if !ok {
+				return argType{}
+			}
+			u := &opUse{name: q, left: x.AExpr.Lexpr, right: x.AExpr.Rexpr, prefix: x.AExpr.Lexpr == nil, level: lvl, vis: vis, expr: x.AExpr}
+			return r.resolveOp(sc, u).ret
+		case pg.A_Expr_Kind_AEXPR_NULLIF:
+			return argType{}
+		}
+		return boolType
+	case *pg.Node_FuncCall:
+		q, ok := funcQName(x.FuncCall.Funcname)
+		if !ok {
+			return argType{}
+		}
+		return r.resolveFunc(sc, &funcUse{call: x.FuncCall, name: q, level: lvl, vis: vis}).ret
+	case *pg.Node_BoolExpr, *pg.Node_NullTest, *pg.Node_BooleanTest:
+		return boolType
+	case *pg.Node_SubLink:
+		switch x.SubLink.SubLinkType {
+		case pg.SubLinkType_EXISTS_SUBLINK, pg.SubLinkType_ALL_SUBLINK, pg.SubLinkType_ANY_SUBLINK:
+			return boolType
+		}
+	case *pg.Node_CollateClause:
+		return r.typeOf(sc, x.CollateClause.Arg, lvl, vis)
+	case *pg.Node_CoalesceExpr:
+		return r.commonType(sc, x.CoalesceExpr.Args, lvl, vis)
+	case *pg.Node_MinMaxExpr:
+		return r.commonType(sc, x.MinMaxExpr.Args, lvl, vis)
+	}
+	return argType{}
+}
+
+// commonType is the type of expressions converted to a common type, when they all
+// have the same known one (string literals aside); unknown otherwise.
+func (r *resolver) commonType(sc *occScope, ns []*pg.Node, lvl int, vis visRange) argType {
+	var common argType
+	for _, n := range ns {
+		t := r.typeOf(sc, n, lvl, vis)
+		switch {
+		case t.oid == oidUnknown:
+		case !t.concrete():
+			return argType{}
+		case common.oid == 0:
+			common = t
+		case common.oid != t.oid:
+			return argType{}
+		}
+	}
+	return common
+}
+
+// constType is the type PostgreSQL gives a literal (make_const).
+func constType(c *pg.A_Const) typeFacts {
+	if c.Isnull {
+		return typeFacts{oid: oidUnknown}
+	}
+	switch v := c.Val.(type) {
+	case *pg.A_Const_Ival:
+		return builtinType(oidInt4)
+	case *pg.A_Const_Boolval:
+		return builtinType(oidBool)
+	case *pg.A_Const_Sval:
+		return typeFacts{oid: oidUnknown}
+	case *pg.A_Const_Fval:
+		// An integer too large for the grammar's int4 is int8 when it fits, and
+		// numeric otherwise; so is anything with a point or an exponent. Other
+		// spellings (hex, underscores) are left unknown.
+		s := v.Fval.GetFval()
+		digits := s
+		if len(digits) > 0 && digits[0] == '-' {
+			digits = digits[1:]
+		}
+		if digits != "" && isDigits(digits) {
+			n, err := strconv.ParseInt(s, 10, 64)
+			switch {
+			case err != nil:
+				return builtinType(oidNumeric)
+			case n == int64(int32(n)):
+				return builtinType(oidInt4)
+			default:
+				return builtinType(oidInt8)
+			}
+		}
+		if isDecimal(digits) {
+			return builtinType(oidNumeric)
+		}
+	}
+	return typeFacts{}
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDecimal reports whether s is digits with a point and/or an exponent.
+func isDecimal(s string) bool {
+	seen := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			seen = true
+		case c == '.', c == 'e', c == 'E', c == '+', c == '-':
+		default:
+			return false
+		}
+	}
+	return seen
+}
+
+// castType is the type an explicit cast gives.
+func (r *resolver) castType(sc *occScope, tc *pg.TypeCast) argType {
+	q, ok := typeQName(tc.TypeName)
+	if !ok {
+		return argType{}
+	}
+	t := sc.types[q]
+	if !t.found {
+		return argType{}
+	}
+	if len(tc.TypeName.ArrayBounds) > 0 {
+		if f, ok := r.facts[t.array]; ok && t.array != 0 {
+			return argType{typeFacts: f}
+		}
+		return argType{}
+	}
+	return argType{typeFacts: t.facts}
+}
+
+// wholeRow resolves a name used as a value to the relation it names (a whole-row
+// reference), as PostgreSQL does when no column of that name is visible: name.* when
+// qualified, name alone otherwise. Nil when not certain.
+func wholeRow(sc *occScope, lvl int, vis visRange, name string, qualified bool) *relInfo {
+	if lvl < 0 || lvl >= len(sc.st.levels) {
+		return nil
+	}
+	if !qualified {
+		// A column of that name at this level or any outer one wins.
+		for l, v := lvl, vis; l >= 0; l, v = sc.st.levels[l].parent, visAll {
+			for i, it := range sc.st.levels[l].items {
+				if !v.has(i) {
+					continue
+				}
+				if it.occ < 0 {
+					return nil
+				}
+				info := sc.rels[it.occ]
+				if info == nil || !info.found {
+					return nil
+				}
+				if _, ok := info.columns[name]; ok {
+					return nil
+				}
+			}
+		}
+	}
+	found := -1
+	for i, it := range sc.st.levels[lvl].items {
+		if !vis.has(i) || it.binding != name {
+			continue
+		}
+		if it.occ < 0 || found >= 0 {
+			return nil
+		}
+		found = it.occ
+	}
+	if found < 0 || sc.rels[found] == nil || !sc.rels[found].found {
+		return nil
+	}
+	return sc.rels[found]
+}
+
+// callArgs returns a call's arguments as PostgreSQL resolves them (the ORDER BY
+// expressions of an ordered-set aggregate included), and whether any is named.
+func (r *resolver) callArgs(sc *occScope, u *funcUse) ([]callArg, bool) {
+	c := u.call
+	if c.AggStar {
+		return nil, false
+	}
+	nodes := c.Args
+	if c.AggWithinGroup {
+		nodes = append(append([]*pg.Node(nil), nodes...), sortNodes(c.AggOrder)...)
+	}
+	named := false
+	args := make([]callArg, len(nodes))
+	for i, n := range nodes {
+		if na := n.GetNamedArgExpr(); na != nil {
+			named = true
+			n = na.Arg
+		}
+		args[i] = callArg{node: n, t: r.typeOf(sc, n, u.level, u.vis)}
+	}
+	return args, named
+}
+
+func sortNodes(order []*pg.Node) []*pg.Node {
+	out := make([]*pg.Node, 0, len(order))
+	for _, o := range order {
+		if sb := o.GetSortBy(); sb != nil {
+			out = append(out, sb.Node)
+		} else {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// resolveFunc checks a function call, once per call node.
+func (r *resolver) resolveFunc(sc *occScope, u *funcUse) *callResult {
+	if res, ok := sc.funcMemo[u.call]; ok {
+		return res
+	}
+	res := &callResult{reason: ReasonVolatileFunction, detail: u.name.String()}
+	sc.funcMemo[u.call] = res // a call nested in itself cannot happen; refuse if it did
+	*res = r.checkFunc(sc, u)
+	return res
+}
+
+func (r *resolver) checkFunc(sc *occScope, u *funcUse) callResult {
+	info := sc.funcs[u.name]
+	if len(info.overloads) == 0 && info.asType == 0 {
+		return callResult{reason: ReasonUnknownObject, detail: "function " + u.name.String()}
+	}
+	args, named := r.callArgs(sc, u)
+	cands := candidatesFor(info.overloads, len(args), named, u.call.FuncVariadic)
+	exact := !named && r.exactOnly(&cands, args)
+	asCast := false
+	if !exact && info.asType != 0 && len(args) == 1 && !named {
+		// With no exact overload, f(x) where f names a type is a cast to it.
+		dst, ok := r.facts[info.asType]
+		if !ok {
+			return callResult{reason: ReasonUnknownObject, detail: "type " + u.name.String()}
+		}
+		if reason, detail, ok := r.castSafe(args[0].node, args[0].t, dst, u.name.String()); !ok {
+			return callResult{reason: reason, detail: detail}
+		}
+		asCast = true
+	}
+	if !exact && !named {
+		cands = r.coercible(cands, args)
+	}
+	if len(cands) == 0 {
+		if asCast {
+			r.notePresent(r.facts[info.asType])
+			return callResult{ok: true, ret: argType{typeFacts: r.facts[info.asType]}}
+		}
+		return callResult{reason: ReasonUnknownObject, detail: "function " + u.name.String() + ": no overload takes these arguments"}
+	}
+	r.noteReturns(cands)
+	if reason, detail, ok := r.candidatesSafe(cands, args, "", ReasonVolatileFunction); !ok {
+		return callResult{reason: reason, detail: detail}
+	}
+	res := callResult{ok: true, ret: r.commonRet(cands)}
+	if asCast {
+		res.ret = argType{}
+	}
+	return res
+}
+
+// candidatesFor returns the overloads whose parameter count can take n arguments,
+// as FuncnameGetCandidates does: VARIADIC expanded unless the call says VARIADIC,
+// trailing parameters with defaults dropped. With named arguments positions are not
+// worked out: the candidates have no params.
+func candidatesFor(overloads []*procInfo, n int, named, variadicCall bool) []candidate {
+	var out []candidate
+	for _, p := range overloads {
+		np := len(p.args)
+		c := candidate{proc: p, ret: p.ret}
+		switch {
+		case named:
+			// Named notation matches a VARIADIC function only when the call
+			// says VARIADIC.
+			if p.variadic != 0 && !variadicCall {
+				continue
+			}
+			if n != np && (n > np || n+p.ndefaults < np) {
+				continue
+			}
+		case p.variadic != 0 && !variadicCall && np <= n:
+			c.params = make([]uint32, 0, n)
+			c.params = append(c.params, p.args[:np-1]...)
+			for len(c.params) < n {
+				c.params = append(c.params, p.variadic)
+			}
+		case n == np:
+			c.params = p.args
+		case n < np && n+p.ndefaults >= np:
+			c.params = p.args[:n]
+		default:
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// exactOnly narrows cands to the overloads taking exactly the arguments' types when
+// every type is known and there are such overloads, and reports whether it did.
+func (r *resolver) exactOnly(cands *[]candidate, args []callArg) bool {
+	for _, a := range args {
+		if !a.t.concrete() {
+			return false
+		}
+	}
+	var exact []candidate
+	for _, c := range *cands {
+		if len(c.params) != len(args) {
+			continue
+		}
+		match := true
+		for i, p := range c.params {
+			if args[i].t.oid != p {
+				match = false
+				break
+			}
+		}
+		if match {
+			exact = append(exact, c)
+		}
+	}
+	if len(exact) == 0 {
+		return false
+	}
+	*cands = exact
+	return true
+}
+
+// coercible keeps the candidates every argument may be implicitly converted to.
+func (r *resolver) coercible(cands []candidate, args []callArg) []candidate {
+	out := cands[:0:0]
+	for _, c := range cands {
+		ok := len(c.params) == len(args)
+		for i := 0; ok && i < len(args); i++ {
+			ok = r.mayCoerce(args[i].t, c.params[i])
+		}
+		if ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// mayCoerce reports whether PostgreSQL may implicitly convert a value of type src to
+// a parameter of type dst (can_coerce_type): false only when certain.
+func (r *resolver) mayCoerce(src argType, dst uint32) bool {
+	if !src.concrete() || src.oid == dst {
+		return true
+	}
+	d, ok := r.facts[dst]
+	if !ok {
+		return true
+	}
+	sKind, sBase := src.kind, src.oid
+	if src.kind == kindDomain {
+		if src.baseKind == kindDomain || src.baseKind == kindUnknown {
+			return true
+		}
+		sKind, sBase = src.baseKind, src.base
+	}
+	if sBase == dst {
+		return true
+	}
+	is := func(kinds ...byte) bool {
+		for _, k := range kinds {
+			if sKind == k {
+				return true
+			}
+		}
+		return false
+	}
+	switch d.kind {
+	case kindPseudo:
+		switch dst {
+		case oidAnyArray, oidAnyCompatArr:
+			return !is(kindBase, kindEnum, kindRange, kindMultirange)
+		case oidAnyRange, oidAnyCompatRng:
+			return !is(kindBase, kindEnum, kindArray, kindMultirange)
+		case oidAnyMultirange, oidAnyCompatMR:
+			return !is(kindBase, kindEnum, kindArray, kindRange)
+		case oidAnyEnum:
+			return !is(kindBase, kindArray, kindRange, kindMultirange)
+		}
+		return true
+	case kindBase, kindEnum, kindArray:
+		if !is(kindBase, kindEnum, kindArray) || (sKind == kindArray && d.kind == kindArray) || r.casts == nil || !r.casts.complete {
+			return true
+		}
+		c, ok := r.casts.casts[[2]uint32{sBase, dst}]
+		return ok && c.context == 'i'
+	}
+	return true
+}
+
+// candidatesSafe checks every candidate; the detail names the first unsafe one.
+func (r *resolver) candidatesSafe(cands []candidate, args []callArg, prefix string, reason Reason) (Reason, string, bool) {
+	for _, c := range cands {
+		why := r.candidateUnsafe(c, args)
+		if why == "" {
+			continue
+		}
+		detail := prefix + c.proc.signature + why
+		if len(cands) > 1 {
+			detail += ", one of several overloads the call may use"
+		}
+		return reason, detail, false
+	}
+	return ReasonNone, "", true
+}
+
+// candidateUnsafe returns why an overload is not safe for these arguments, "" if
+// it is.
+func (r *resolver) candidateUnsafe(c candidate, args []callArg) string {
+	p := c.proc
+	if p.volatility != 'i' {
+		rule, listed := settingsOnly[p.key]
+		switch {
+		case !listed || !p.builtin:
+			return volatilityWord(p.volatility)
+		case rule.ok != nil && !rule.ok(r, args):
+			return volatilityWord(p.volatility) + " (safe only " + rule.cond + ")"
+		}
+	}
+	if c.params == nil {
+		// Named arguments: positions unknown, so each argument may go to any
+		// parameter.
+		for _, a := range args {
+			for _, param := range p.args {
+				if why := r.conversionUnsafe(a, param, false); why != "" {
+					return why
+				}
+			}
+		}
+		return ""
+	}
+	for i, param := range c.params {
+		switch param {
+		case oidAnyCompat, oidAnyCompatArr, oidAnyCompatNA, oidAnyCompatRng, oidAnyCompatMR:
+			r.unifies = true
+		}
+		if i < len(args) {
+			if why := r.conversionUnsafe(args[i], param, c.builtinOp); why != "" {
+				return why
+			}
+		}
+	}
+	return ""
+}
+
+// conversionUnsafe returns why converting argument a to a parameter of type param
+// may run a function that is not safe, "" if it cannot.
+//
+// An argument of unknown type (an expression the analyzer cannot type) can only be
+// converted to such a type when the statement holds values of it, or of a type
+// implicitly cast to it: that is checked once the whole statement is known
+// (checkConditional). A literal or a parameter is read with the type's input
+// function; for built-in operators that happens only when the other operand has
+// that type (PostgreSQL gives an unknown operand the other one's type first, and no
+// built-in operator takes one of these types beside an unrelated one that others
+// convert to), so it is checked the same way; for functions it is refused.
+func (r *resolver) conversionUnsafe(a callArg, param uint32, builtinOp bool) string {
+	if a.t.concrete() && a.t.oid == param {
+		return ""
+	}
+	if !r.unsafeTarget(param) {
+		return ""
+	}
+	literal := a.t.oid == oidUnknown || a.node.GetParamRef() != nil
+	switch {
+	case a.node.GetAConst() != nil && a.node.GetAConst().Isnull:
+		return "" // NULL is not read by the input function
+	case a.t.concrete():
+		if r.implicitUnsafe(a.t.typeFacts, param) {
+			return ": an argument would be converted to " + r.typeName(param)
+		}
+		return ""
+	case literal && !builtinOp:
+		return ": an argument would be read as " + r.typeName(param)
+	}
+	if !slices.Contains(r.conditional, param) {
+		r.conditional = append(r.conditional, param)
+	}
+	return ""
+}
+
+// implicitUnsafe reports whether the implicit conversion of a value of type s to
+// type param may run a function that is not safe.
+func (r *resolver) implicitUnsafe(s typeFacts, param uint32) bool {
+	d, ok := r.facts[param]
+	if !ok {
+		return true
+	}
+	sb, db := s.base, d.base
+	if s.baseKind == kindDomain || d.baseKind == kindDomain {
+		return true
+	}
+	if sb == db {
+		return false
+	}
+	if c, ok := r.casts.casts[[2]uint32{sb, db}]; ok {
+		return c.method == 'f' && (c.fn == nil || !procSafeAlone(c.fn))
+	}
+	if s.elem != 0 && d.elem != 0 {
+		c, ok := r.casts.casts[[2]uint32{s.elem, d.elem}]
+		return s.elem != d.elem && (!ok || (c.method == 'f' && (c.fn == nil || !procSafeAlone(c.fn))))
+	}
+	return true
+}
+
+// notePresent records that the statement may hold values of type oid: conversions
+// of values of unknown type to unsafe types are refused when it holds their
+// sources.
+func (r *resolver) notePresent(f typeFacts) {
+	for _, o := range []uint32{f.oid, f.base, f.elem} {
+		if o != 0 {
+			r.present[o] = true
+		}
+	}
+}
+
+// checkConditional refuses the statement when a value of unknown type may be
+// converted to an unsafe type: when the statement holds values of that type or of
+// a type with an unsafe implicit cast to it.
+func (r *resolver) checkConditional() {
+	for _, t := range r.conditional {
+		targets := []uint32{t}
+		if f, ok := r.facts[t]; ok {
+			targets = append(targets, f.base, f.elem)
+		}
+		for _, target := range targets {
+			if target == 0 {
+				continue
+			}
+			sources := append([]uint32{target}, r.casts.unsafeImplicitFrom[target]...)
+			for _, src := range sources {
+				if r.present[src] {
+					r.refuse(ReasonVolatileCast, fmt.Sprintf("a literal, a parameter or a value of a type not inferred may be read as %s, and the statement holds values of type %s", r.typeName(t), r.typeName(src)))
+					return
+				}
+			}
+		}
+	}
+}
+
+func volatilityWord(v byte) string {
+	switch v {
+	case 's':
+		return " is STABLE"
+	case 'v':
+		return " is VOLATILE"
+	}
+	return " is not IMMUTABLE"
+}
+
+func (r *resolver) typeName(oid uint32) string {
+	if f, ok := r.facts[oid]; ok && f.name != "" {
+		return f.name
+	}
+	if n, ok := builtinTypeNames[oid]; ok {
+		return n
+	}
+	return "type " + strconv.FormatUint(uint64(oid), 10)
+}
+
+// builtinTypeNames names the types details mention most, for when their facts were
+// not loaded (column types).
+var builtinTypeNames = map[uint32]string{
+	oidTime: "time without time zone", oidTimetz: "time with time zone", oidMoney: "money", oidXML: "xml",
+	oidACLItem: "aclitem", oidText: "text", oidVarchar: "character varying", 2205: "regclass",
+}
+
+// unsafeTarget reports whether converting an argument of another type to a
+// parameter of type oid may run a function that is not safe.
+func (r *resolver) unsafeTarget(oid uint32) bool {
+	if r.casts == nil || !r.casts.complete {
+		return true
+	}
+	bad := func(o uint32) bool { return isUnsafeInput(o) || r.casts.unsafeImplicit[o] }
+	if bad(oid) {
+		return true
+	}
+	f, ok := r.facts[oid]
+	if !ok {
+		return true
+	}
+	switch f.kind {
+	case kindArray:
+		return bad(f.elem) || f.regType
+	case kindDomain:
+		return f.baseKind == kindDomain || f.baseKind == kindComposite || bad(f.base) || (f.elem != 0 && bad(f.elem)) || f.regType
+	case kindComposite:
+		return true // a row's input runs each field's
+	}
+	return f.regType
+}
+
+func (r *resolver) noteReturns(cands []candidate) {
+	for _, c := range cands {
+		if f, ok := r.facts[c.ret]; ok {
+			r.notePresent(f)
+		} else {
+			r.present[c.ret] = true
+		}
+	}
+}
+
+// commonRet is the result type of the candidates when they all return the same
+// non-polymorphic type.
+func (r *resolver) commonRet(cands []candidate) argType {
+	ret := cands[0].ret
+	for _, c := range cands[1:] {
+		if c.ret != ret {
+			return argType{}
+		}
+	}
+	f, ok := r.facts[ret]
+	if !ok || f.kind == kindPseudo {
+		return argType{}
+	}
+	return argType{typeFacts: f}
+}
+
+// resolveOp checks an operator use; uses of an A_Expr are checked once.
+func (r *resolver) resolveOp(sc *occScope, u *opUse) *callResult {
+	if u.expr != nil {
+		if res, ok := sc.opMemo[u.expr]; ok {
+			return res
+		}
+	}
+	res := &callResult{reason: ReasonVolatileOperator, detail: u.name.String()}
+	if u.expr != nil {
+		sc.opMemo[u.expr] = res
+	}
+	*res = r.checkOp(sc, u)
+	return res
+}
+
+func (r *resolver) checkOp(sc *occScope, u *opUse) callResult {
+	overloads := sc.ops[u.name]
+	if len(overloads) == 0 {
+		return callResult{reason: ReasonUnknownObject, detail: "operator " + u.name.String()}
+	}
+	var args []callArg
+	var cands []candidate
+	if u.prefix {
+		args = []callArg{{node: u.right, t: r.typeOf(sc, u.right, u.level, u.vis)}}
+		for _, o := range overloads {
+			if o.left == 0 {
+				cands = append(cands, candidate{proc: o.proc, params: []uint32{o.right}, ret: o.result, builtinOp: o.proc.builtin})
+			}
+		}
+		r.exactOnly(&cands, args)
+	} else {
+		left := callArg{node: u.left, t: r.typeOf(sc, u.left, u.level, u.vis)}
+		right := callArg{node: u.right}
+		if u.rightElem {
+			// x = ANY(array): the operator takes the array's element type.
+			if t := r.typeOf(sc, u.right, u.level, u.vis); t.kind == kindArray || (t.kind == kindDomain && t.baseKind == kindArray) {
+				if f, ok := r.facts[t.elem]; ok {
+					right.t = argType{typeFacts: f}
+				}
+			}
+			right.node = nil // the element, not the array, is the operand
+		} else {
+			right.t = r.typeOf(sc, u.right, u.level, u.vis)
+		}
+		args = []callArg{left, right}
+		for _, o := range overloads {
+			if o.left != 0 && o.right != 0 {
+				cands = append(cands, candidate{proc: o.proc, params: []uint32{o.left, o.right}, ret: o.result, builtinOp: o.proc.builtin})
+			}
+		}
+		// With one operand of unknown type, PostgreSQL first looks for the
+		// operator taking the other operand's type on both sides. A parameter
+		// counts as unknown: the driver prepares statements without parameter
+		// types, and pgx's modes that declare them do so from Go values (bool,
+		// integers, floats, text, bytea, timestamptz, ...), never from a type with
+		// an unsafe conversion.
+		switch {
+		case unknownOperand(left) && right.t.concrete():
+			r.exactOnly(&cands, []callArg{{t: right.t}, right})
+		case unknownOperand(right) && left.t.concrete():
+			r.exactOnly(&cands, []callArg{left, {t: left.t}})
+		default:
+			r.exactOnly(&cands, args)
+		}
+	}
+	cands = r.coercible(cands, args)
+	if len(cands) == 0 {
+		return callResult{reason: ReasonUnknownObject, detail: "operator " + u.name.String() + ": no overload takes these operands"}
+	}
+	r.noteReturns(cands)
+	if reason, detail, ok := r.candidatesSafe(cands, args, u.name.String()+" ", ReasonVolatileOperator); !ok {
+		return callResult{reason: reason, detail: detail}
+	}
+	return callResult{ok: true, ret: r.commonRet(cands)}
+}
+
+func unknownOperand(a callArg) bool {
+	return a.t.oid == oidUnknown || a.node.GetParamRef() != nil
+}
+
+// checkCast refuses an explicit cast whose result may depend on more than the key.
+func (r *resolver) checkCast(sc *occScope, c *castUse) {
+	t, ok := sc.types[c.typ]
+	if !ok || !t.found {
+		r.refuse(ReasonUnknownObject, "type "+c.typ.String())
+		return
+	}
+	dst := t.facts
+	name := c.typ.String()
+	if c.array {
+		f, ok := r.facts[t.array]
+		if t.array == 0 || !ok {
+			r.refuse(ReasonUnknownObject, "type "+name+"[]")
+			return
+		}
+		dst, name = f, name+"[]"
+	}
+	r.notePresent(dst)
+	src := r.typeOf(sc, c.arg, c.level, c.vis)
+	if reason, detail, ok := r.castSafe(c.arg, src, dst, name); !ok {
+		r.refuse(reason, detail)
+	}
+}
+
+// castSafe checks the explicit conversion of arg (of type src) to dst, named name in
+// details. The conversion runs the cast's function, or the output function of src
+// and the input function of dst, or, for a literal or a parameter, only the input
+// function of dst.
+func (r *resolver) castSafe(arg *pg.Node, src argType, dst typeFacts, name string) (Reason, string, bool) {
+	refuse := func(why string) (Reason, string, bool) { return ReasonVolatileCast, "to " + name + why, false }
+	if dst.regType {
+		return refuse("")
+	}
+	if src.concrete() && src.oid == dst.oid {
+		return ReasonNone, "", true
+	}
+	if isUnsafeInput(dst.oid) || isUnsafeInput(dst.base) || (dst.elem != 0 && isUnsafeInput(dst.elem)) {
+		return refuse("")
+	}
+	composite := dst.kind == kindComposite || dst.baseKind == kindComposite
+	if src.oid == oidUnknown || (arg != nil && arg.GetParamRef() != nil) {
+		// Input only. Literals such as 'now' are refused by the parser half,
+		// arguments such as "now" by Plan.Key.
+		if composite {
+			return refuse(": a row's input runs each field's")
+		}
+		return ReasonNone, "", true
+	}
+	if !src.concrete() {
+		switch {
+		case dst.dateTime:
+			return refuse(" from an expression that may be text")
+		case src.row != nil || composite:
+			return refuse(" from a row")
+		case r.casts == nil || !r.casts.complete || r.casts.unsafeInto[dst.oid] || r.casts.unsafeInto[dst.base]:
+			return refuse(" from an expression of unknown type")
+		}
+		return ReasonNone, "", true
+	}
+	return r.knownCastSafe(src.typeFacts, dst, name)
+}
+
+// knownCastSafe checks a conversion between two known types.
+func (r *resolver) knownCastSafe(s, d typeFacts, name string) (Reason, string, bool) {
+	refuse := func(why string) (Reason, string, bool) { return ReasonVolatileCast, "to " + name + why, false }
+	if s.baseKind == kindDomain || d.baseKind == kindDomain {
+		return refuse(": a domain over a domain")
+	}
+	sb, db := s.base, d.base
+	if sb == db {
+		return ReasonNone, "", true
+	}
+	if d.dateTime && !s.dateTime {
+		return refuse(" from an expression that may be text")
+	}
+	if r.casts == nil || !r.casts.complete {
+		return refuse(": casts not known")
+	}
+	if c, ok := r.casts.casts[[2]uint32{sb, db}]; ok {
+		switch c.method {
+		case 'f':
+			if c.fn == nil || !procSafeAlone(c.fn) {
+				sig := "an unknown function"
+				if c.fn != nil {
+					sig = c.fn.signature
+				}
+				return refuse(": runs " + sig)
+			}
+		case 'i':
+			if unsafeOutput(s) {
+				return refuse(": the source's text output depends on settings or the catalog")
+			}
+		}
+		return ReasonNone, "", true
+	}
+	// No cast: arrays convert element by element, anything else through text.
+	if s.elem != 0 && d.elem != 0 {
+		c, ok := r.casts.casts[[2]uint32{s.elem, d.elem}]
+		switch {
+		case s.elem == d.elem:
+		case ok && c.method == 'f' && (c.fn == nil || !procSafeAlone(c.fn)):
+			return refuse(": the element cast is not safe")
+		case !ok && (regTypeOIDs[s.elem] || s.elem == oidMoney || isUnsafeInput(d.elem) || (dateTimeOIDs[d.elem] && !dateTimeOIDs[s.elem])):
+			return refuse(": the element conversion is not safe")
+		}
+		return ReasonNone, "", true
+	}
+	if unsafeOutput(s) {
+		return refuse(": the source's text output depends on settings or the catalog")
+	}
+	return ReasonNone, "", true
+}
