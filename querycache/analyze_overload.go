@@ -606,20 +606,24 @@ func (r *resolver) conversionUnsafe(a callArg, param uint32, builtinOp bool) str
 	if a.t.concrete() && a.t.oid == param {
 		return ""
 	}
-	if !r.unsafeTarget(param) {
-		return ""
-	}
 	literal := a.t.oid == oidUnknown || a.node.GetParamRef() != nil
 	switch {
 	case a.node.GetAConst() != nil && a.node.GetAConst().Isnull:
 		return "" // NULL is not read by the input function
 	case a.t.concrete():
-		if r.implicitUnsafe(a.t.typeFacts, param) {
+		if r.unsafeTarget(param) && r.implicitUnsafe(a.t.typeFacts, param) {
 			return ": an argument would be converted to " + r.typeName(param)
 		}
 		return ""
-	case literal && !builtinOp:
-		return ": an argument would be read as " + r.typeName(param)
+	case literal:
+		if !r.unsafeInputTarget(param) {
+			return ""
+		}
+		if !builtinOp {
+			return ": an argument would be read as " + r.typeName(param)
+		}
+	case !r.unsafeTarget(param):
+		return ""
 	}
 	if !slices.Contains(r.conditional, param) {
 		r.conditional = append(r.conditional, param)
@@ -711,6 +715,25 @@ func (r *resolver) typeName(oid uint32) string {
 var builtinTypeNames = map[uint32]string{
 	oidTime: "time without time zone", oidTimetz: "time with time zone", oidMoney: "money", oidXML: "xml",
 	oidACLItem: "aclitem", oidText: "text", oidVarchar: "character varying", 2205: "regclass",
+}
+
+// unsafeInputTarget reports whether reading a literal or parameter as type oid may
+// depend on more than the key.
+func (r *resolver) unsafeInputTarget(oid uint32) bool {
+	if isUnsafeInput(oid) {
+		return true
+	}
+	f, ok := r.facts[oid]
+	if !ok {
+		return true
+	}
+	switch {
+	case f.kind == kindComposite, f.baseKind == kindComposite, f.baseKind == kindDomain, f.regType:
+		return true
+	case f.kind == kindArray || f.kind == kindDomain:
+		return isUnsafeInput(f.base) || (f.elem != 0 && isUnsafeInput(f.elem))
+	}
+	return false
 }
 
 // unsafeTarget reports whether converting an argument of another type to a

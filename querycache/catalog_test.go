@@ -172,8 +172,8 @@ func TestOverloadResolution(t *testing.T) {
 		{"SELECT add_one(id::int) + 1 FROM users", querycache.ReasonNone, ""},
 		{"SELECT add_one(email) FROM users", querycache.ReasonVolatileFunction, "add_one(text) is VOLATILE"},
 		{"SELECT add_one(name) FROM users", querycache.ReasonVolatileFunction, "add_one(text)"}, // varchar converts to text only
-		{"SELECT add_one('5') FROM users", querycache.ReasonVolatileFunction, "one of 2 overloads"},
-		{"SELECT add_one($1) FROM users", querycache.ReasonVolatileFunction, "one of 2 overloads"},
+		{"SELECT add_one('5') FROM users", querycache.ReasonVolatileFunction, "one of several overloads"},
+		{"SELECT add_one($1) FROM users", querycache.ReasonVolatileFunction, "one of several overloads"},
 		{"SELECT add_one(id) FROM users", querycache.ReasonUnknownObject, "no overload"}, // bigint converts to neither
 		// VARIADIC: fmt(int, VARIADIC text[]) IMMUTABLE, fmt(int) VOLATILE.
 		{"SELECT fmt(age, email, 'x') FROM users", querycache.ReasonNone, ""},
