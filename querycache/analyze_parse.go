@@ -869,18 +869,44 @@ func (w *walker) literal(c *pg.A_Const, bare bool) {
 	}
 }
 
-// hasTimeWord reports whether s holds one of timeWords as a word of letters, the way
-// the date/time input parser splits its fields.
-func hasTimeWord(s string) bool {
-	lower := strings.ToLower(s)
-	for _, f := range strings.FieldsFunc(lower, func(r rune) bool { return r < 'a' || r > 'z' }) {
-		for _, tw := range timeWords {
-			if f == tw {
-				return true
+// hasTimeWord reports whether s holds one of timeWords as a word of ASCII letters,
+// in any case, the way the date/time input parser splits its fields. It does not
+// allocate: Plan.Key runs it on every string argument.
+func hasTimeWord[S ~string | ~[]byte](s S) bool {
+	for i := 0; i < len(s); {
+		if !isASCIILetter(s[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isASCIILetter(s[j]) {
+			j++
+		}
+		if j-i >= 3 && j-i <= 9 {
+			for _, tw := range timeWords {
+				if equalFoldASCII(s[i:j], tw) {
+					return true
+				}
 			}
 		}
+		i = j
 	}
 	return false
+}
+
+func isASCIILetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+
+// equalFoldASCII compares ASCII letters w with the lower-case word tw.
+func equalFoldASCII[S ~string | ~[]byte](w S, tw string) bool {
+	if len(w) != len(tw) {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		if w[i]|0x20 != tw[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func funcQName(name []*pg.Node) (qname, bool) {

@@ -31,7 +31,9 @@ var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // arguments as database/sql passes them. It hashes the statement text itself, not
 // only its fingerprint, because texts differing only in literals share a
 // fingerprint. It reports false when an argument has a type it cannot encode with
-// certainty; the statement must then not be cached.
+// certainty, or is text holding one of the words now, today, tomorrow, yesterday:
+// a date/time parameter reads those as the current time. The statement must then
+// not be cached.
 func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
 	bp := keyBufs.Get().(*[]byte)
 	b := (*bp)[:0]
@@ -98,10 +100,16 @@ func appendKeyArg(b []byte, v any, depth int) ([]byte, bool) {
 	case int32:
 		return binary.LittleEndian.AppendUint64(append(b, keyInt), uint64(x)), true
 	case string:
+		if hasTimeWord(x) {
+			return b, false
+		}
 		return appendKeyString(append(b, keyString), x), true
 	case []byte:
 		if x == nil {
 			return append(b, keyNil), true
+		}
+		if hasTimeWord(x) {
+			return b, false
 		}
 		b = append(b, keyBytes)
 		b = binary.AppendUvarint(b, uint64(len(x)))
@@ -149,6 +157,9 @@ func appendKeyArg(b []byte, v any, depth int) ([]byte, bool) {
 	case reflect.Float32:
 		return binary.LittleEndian.AppendUint64(append(b, keyFloat), math.Float64bits(rv.Float())), true
 	case reflect.String:
+		if hasTimeWord(rv.String()) {
+			return b, false
+		}
 		return appendKeyString(append(b, keyString), rv.String()), true
 	case reflect.Bool:
 		return appendKeyArg(b, rv.Bool(), depth+1)

@@ -158,6 +158,18 @@ func TestKeys(t *testing.T) {
 	if _, ok := p.Key(&base, args(make(chan int))); ok {
 		t.Error("a key for an argument of unknown type")
 	}
+	// A date/time parameter reads these words as the current time.
+	type label string
+	for _, v := range []any{"now", "Today", " TOMORROW ", "yesterday 10:00", []byte("NOW"), label("now")} {
+		if _, ok := p.Key(&base, args(v)); ok {
+			t.Errorf("a key for %q", v)
+		}
+	}
+	for _, v := range []any{"nowhere", "snow", "epoch", "2024-01-02", "infinity", []byte("knowledge")} {
+		if _, ok := p.Key(&base, args(v)); !ok {
+			t.Errorf("no key for %q", v)
+		}
+	}
 	if len(k.String()) != 32 {
 		t.Errorf("key string %q", k)
 	}
