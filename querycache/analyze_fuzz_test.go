@@ -84,7 +84,9 @@ func fakeProc(name string, vol byte, ret uint32, args ...uint32) *procInfo {
 func (fakeCatalog) operators(_ context.Context, names []qname) (map[qname][]opOverload, error) {
 	out := map[qname][]opOverload{}
 	for _, n := range names {
-		out[n] = []opOverload{{left: oidText, right: oidText, result: oidText, proc: fakeProc("f", 'i', oidText, oidText, oidText)}}
+		for _, t := range []uint32{oidText, oidInt4, oidInt8, oidTimestamptz} {
+			out[n] = append(out[n], opOverload{left: t, right: t, result: t, proc: fakeProc("f", 'i', t, t, t)})
+		}
 		if n.name == "||" {
 			out[n] = append(out[n], opOverload{left: oidInt8, right: oidText, result: oidText, proc: fakeProc("g", 's', oidText, oidInt8, oidText)})
 		}

@@ -870,26 +870,44 @@ func (w *walker) literal(c *pg.A_Const, bare bool) {
 }
 
 // hasTimeWord reports whether s holds one of timeWords as a word of ASCII letters,
-// in any case, the way the date/time input parser splits its fields. It does not
-// allocate: Plan.Key runs it on every string argument.
-func hasTimeWord[S ~string | ~[]byte](s S) bool {
+// in any case, the way the date/time input parser splits its fields. Plan.Key runs
+// it on every text argument, so it does not allocate and skips ahead with
+// IndexByte: every time word has a w or a y.
+func hasTimeWord(s string) bool {
+	var next [4]int // next index of w, W, y, Y at or after i; -1: none left
+	letters := [4]byte{'w', 'W', 'y', 'Y'}
+	for k := range next {
+		next[k] = -2 // not searched yet
+	}
 	for i := 0; i < len(s); {
-		if !isASCIILetter(s[i]) {
-			i++
-			continue
-		}
-		j := i
-		for j < len(s) && isASCIILetter(s[j]) {
-			j++
-		}
-		if j-i >= 3 && j-i <= 9 {
-			for _, tw := range timeWords {
-				if equalFoldASCII(s[i:j], tw) {
-					return true
+		j := -1
+		for k, c := range letters {
+			if next[k] == -2 || (next[k] >= 0 && next[k] < i) {
+				next[k] = strings.IndexByte(s[i:], c)
+				if next[k] >= 0 {
+					next[k] += i
 				}
 			}
+			if next[k] >= 0 && (j < 0 || next[k] < j) {
+				j = next[k]
+			}
 		}
-		i = j
+		if j < 0 {
+			return false
+		}
+		start, end := j, j+1
+		for start > i && isASCIILetter(s[start-1]) {
+			start--
+		}
+		for end < len(s) && isASCIILetter(s[end]) {
+			end++
+		}
+		for _, tw := range timeWords {
+			if equalFoldASCII(s[start:end], tw) {
+				return true
+			}
+		}
+		i = end
 	}
 	return false
 }
@@ -897,7 +915,7 @@ func hasTimeWord[S ~string | ~[]byte](s S) bool {
 func isASCIILetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
 
 // equalFoldASCII compares ASCII letters w with the lower-case word tw.
-func equalFoldASCII[S ~string | ~[]byte](w S, tw string) bool {
+func equalFoldASCII(w, tw string) bool {
 	if len(w) != len(tw) {
 		return false
 	}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/zeebo/xxh3"
 )
@@ -108,7 +109,7 @@ func appendKeyArg(b []byte, v any, depth int) ([]byte, bool) {
 		if x == nil {
 			return append(b, keyNil), true
 		}
-		if hasTimeWord(x) {
+		if hasTimeWord(unsafe.String(unsafe.SliceData(x), len(x))) { // not retained
 			return b, false
 		}
 		b = append(b, keyBytes)

@@ -48,8 +48,8 @@ type Plan struct {
 
 	textHash xxh3.Uint128
 	maxTags  int
-	gen      uint64    // catalog generation the plan was resolved at
-	expires  time.Time // resolution is redone after this
+	gen      uint64 // catalog generation the plan was resolved at
+	expires  int64  // Unix nanoseconds: resolution is redone after this
 }
 
 // Read is one relation of the read set.
