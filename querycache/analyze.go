@@ -88,13 +88,17 @@ type Identity struct {
 	// Database is the database name (current_database()).
 	Database string
 	// Role is the role privileges and row security are checked for (current_user).
+	// Plans take CURRENT_USER and current_user() as constants because Role is in
+	// the key: it must be what current_user returns for the statement.
 	Role string
 	// SearchPath is the session's search_path setting, as SHOW search_path gives it.
 	SearchPath string
 	// Settings holds the other session settings that change results: at least
 	// TimeZone, DateStyle and IntervalStyle (pgconn reports all three through
-	// ParameterStatus). Built-in date/time operators and casts depend on them,
-	// and plans treat those as immutable only because they are in the key.
+	// ParameterStatus). The built-in functions, operators and casts that depend
+	// only on them (analyze_settings.go: date_trunc and to_char of timestamptz,
+	// timestamptz arithmetic and comparisons, text and JSON output of dates,
+	// ...) are cached only because they are in the key.
 	Settings string
 }
 

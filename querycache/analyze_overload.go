@@ -17,24 +17,29 @@ import (
 //
 // An overload is excluded when:
 //   - its parameter count cannot take the call's arguments (defaults and VARIADIC
-//     counted);
+//     counted, as FuncnameGetCandidates does);
 //   - an argument of a known type cannot be implicitly converted to its parameter
 //     type: both are plain base, enum or array types (not both arrays) and pg_cast
 //     has no implicit cast between them, or the parameter is anyarray, anyrange,
-//     anymultirange or anyenum and the argument is plainly not one;
+//     anymultirange or anyenum and the argument is plainly not one (can_coerce_type);
 //   - every argument's type is known and another overload takes exactly those
-//     types (PostgreSQL picks an exact match first).
+//     types, or, for an operator, one operand is a literal or parameter and another
+//     operator takes the other operand's type on both sides (PostgreSQL picks an
+//     exact match first).
 //
 // Argument types come from columns (the catalog), literals, explicit casts, and the
 // results of calls resolved the same way. A parameter without a cast ($1) has no
-// known type: the client may send it as anything.
+// type of its own for function calls.
 //
 // An overload is safe when its function is IMMUTABLE or is on the settings-only list
 // (analyze_settings.go) with its condition met, and no argument needs a conversion
-// to a parameter type that may run an unsafe function: an implicit cast whose
-// function is not safe (time to timetz, text to regclass, user casts), or the input
-// function of a type whose text input reads the catalog, the clock or settings
-// outside the key (reg*, money, xml, aclitem, timetz).
+// that may run an unsafe function: an implicit cast whose function is not safe
+// (time to timetz, text to regclass, user casts), or the input function of a type
+// whose text input reads the catalog, the clock or settings outside the key (reg*,
+// money, xml, aclitem, timetz) for a literal or parameter. Where the argument's
+// type is not known, the conversion is possible only if the statement holds values
+// of such a type: that is decided once the whole statement is resolved
+// (checkConditional).
 
 // oidUnknown is the type of string literals and NULL before resolution.
 const oidUnknown = 705
@@ -379,6 +384,7 @@ func (r *resolver) checkFunc(sc *occScope, u *funcUse) callResult {
 		if reason, detail, ok := r.castSafe(args[0].node, args[0].t, dst, u.name.String()); !ok {
 			return callResult{reason: reason, detail: detail}
 		}
+		r.notePresent(dst)
 		asCast = true
 	}
 	if !exact && !named {
@@ -386,7 +392,6 @@ func (r *resolver) checkFunc(sc *occScope, u *funcUse) callResult {
 	}
 	if len(cands) == 0 {
 		if asCast {
-			r.notePresent(r.facts[info.asType])
 			return callResult{ok: true, ret: argType{typeFacts: r.facts[info.asType]}}
 		}
 		return callResult{reason: ReasonUnknownObject, detail: "function " + u.name.String() + ": no overload takes these arguments"}
@@ -635,7 +640,7 @@ func (r *resolver) conversionUnsafe(a callArg, param uint32, builtinOp bool) str
 // type param may run a function that is not safe.
 func (r *resolver) implicitUnsafe(s typeFacts, param uint32) bool {
 	d, ok := r.facts[param]
-	if !ok {
+	if !ok || r.casts == nil || !r.casts.complete {
 		return true
 	}
 	sb, db := s.base, d.base
