@@ -582,16 +582,23 @@ func (r *resolver) candidateUnsafe(c candidate, args []callArg) string {
 		}
 		return ""
 	}
+	// Arguments of anycompatible parameters are converted to a common type.
+	var compatible []callArg
 	for i, param := range c.params {
 		switch param {
 		case oidAnyCompat, oidAnyCompatArr, oidAnyCompatNA, oidAnyCompatRng, oidAnyCompatMR:
-			r.unifies = true
+			if i < len(args) {
+				compatible = append(compatible, args[i])
+			}
 		}
 		if i < len(args) {
 			if why := r.conversionUnsafe(args[i], param, c.builtinOp); why != "" {
 				return why
 			}
 		}
+	}
+	if len(compatible) > 1 {
+		r.checkCommonType(compatible)
 	}
 	return ""
 }

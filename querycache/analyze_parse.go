@@ -46,10 +46,19 @@ type stmt struct {
 	ops          []*opUse
 	casts        []*castUse
 	bareStrings  bool // a string literal without an explicit cast somewhere
-	// unifies: the statement converts values to a common type (CASE, COALESCE,
-	// GREATEST, ARRAY[], IN lists, VALUES, set operations, anycompatible
-	// arguments), which may run implicit casts of the values' types.
-	unifies bool
+	// unifies: the statement converts values of types the analyzer does not
+	// follow to a common type (VALUES lists, set operations), which may run
+	// implicit casts of those types. unifySites are the conversions whose values
+	// it can type (CASE, COALESCE, GREATEST, ARRAY[], IN lists).
+	unifies    bool
+	unifySites []*unifySite
+}
+
+// unifySite is a group of expressions converted to a common type.
+type unifySite struct {
+	nodes []*pg.Node
+	level int
+	vis   visRange
 }
 
 // occurrence is one FROM item naming a relation (a table, view, ... or, after
@@ -741,7 +750,16 @@ func (w *walker) node(n *pg.Node, scope *cteScope, lvl int) {
 		st.refuse(ReasonLocking, "")
 		return
 	case *pg.Node_CaseExpr:
-		st.unifies = true
+		site := &unifySite{level: lvl, vis: w.vis}
+		for _, a := range x.CaseExpr.Args {
+			if cw := a.GetCaseWhen(); cw != nil {
+				site.nodes = append(site.nodes, cw.Result)
+			}
+		}
+		if x.CaseExpr.Defresult != nil {
+			site.nodes = append(site.nodes, x.CaseExpr.Defresult)
+		}
+		st.unifySites = append(st.unifySites, site)
 		if x.CaseExpr.Arg != nil {
 			for _, a := range x.CaseExpr.Args {
 				if cw := a.GetCaseWhen(); cw != nil {
@@ -749,8 +767,12 @@ func (w *walker) node(n *pg.Node, scope *cteScope, lvl int) {
 				}
 			}
 		}
-	case *pg.Node_CoalesceExpr, *pg.Node_MinMaxExpr, *pg.Node_AArrayExpr:
-		st.unifies = true
+	case *pg.Node_CoalesceExpr:
+		st.unifySites = append(st.unifySites, &unifySite{nodes: x.CoalesceExpr.Args, level: lvl, vis: w.vis})
+	case *pg.Node_MinMaxExpr:
+		st.unifySites = append(st.unifySites, &unifySite{nodes: x.MinMaxExpr.Args, level: lvl, vis: w.vis})
+	case *pg.Node_AArrayExpr:
+		st.unifySites = append(st.unifySites, &unifySite{nodes: x.AArrayExpr.Elements, level: lvl, vis: w.vis})
 	case *pg.Node_SortBy:
 		// Operands are not resolved: ORDER BY names may be output columns.
 		if len(x.SortBy.UseOp) > 0 {
@@ -847,7 +869,13 @@ func (w *walker) aExpr(e *pg.A_Expr, lvl int) {
 	case pg.A_Expr_Kind_AEXPR_IN:
 		// The list and the left operand are converted to a common type.
 		u.left = e.Lexpr
-		w.st.unifies = true
+		site := &unifySite{nodes: []*pg.Node{e.Lexpr}, level: lvl, vis: w.vis}
+		if list := e.Rexpr.GetList(); list != nil {
+			site.nodes = append(site.nodes, list.Items...)
+		} else {
+			site.nodes = append(site.nodes, e.Rexpr)
+		}
+		w.st.unifySites = append(w.st.unifySites, site)
 	}
 	w.st.ops = append(w.st.ops, u)
 }

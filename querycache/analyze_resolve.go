@@ -152,7 +152,7 @@ func (r *resolver) resolve(st *stmt, depth int, forceWide bool) error {
 	if err := r.loadTypeFacts(funcs, ops, types); err != nil {
 		return err
 	}
-	if r.casts == nil && (len(st.calls)+len(st.ops)+len(st.casts) > 0 || st.unifies) {
+	if r.casts == nil && (len(st.calls)+len(st.ops)+len(st.casts)+len(st.unifySites) > 0 || st.unifies) {
 		if r.casts, err = r.cache.castTable(r.ctx, ttl, r.src.casts); err != nil {
 			return err
 		}
@@ -183,6 +183,9 @@ func (r *resolver) resolve(st *stmt, depth int, forceWide bool) error {
 		r.checkCast(sc, c)
 	}
 	r.unifies = r.unifies || st.unifies
+	for _, site := range st.unifySites {
+		r.checkSite(sc, site)
+	}
 
 	// Relations, and the predicates on each occurrence.
 	preds := r.occurrencePredicates(sc, types)
@@ -283,6 +286,54 @@ func (r *resolver) loadTypeFacts(funcs map[qname]funcInfo, ops map[qname][]opOve
 		}
 	}
 	return nil
+}
+
+// checkSite checks the conversion of a site's values to their common type.
+func (r *resolver) checkSite(sc *occScope, site *unifySite) {
+	args := make([]callArg, len(site.nodes))
+	for i, n := range site.nodes {
+		args[i] = callArg{node: n, t: r.typeOf(sc, n, site.level, site.vis)}
+	}
+	r.checkCommonType(args)
+}
+
+// checkCommonType checks the conversion of values to their common type, which
+// PostgreSQL takes among the values' types (text when all are literals). It is
+// refused when a literal or parameter would be read as a type whose input is
+// unsafe, or a value converted to another value's type with an unsafe implicit
+// cast. When a value's type is not known, the statement is refused later if it
+// holds values of such types at all (checkUnified). NULL is read by no one.
+func (r *resolver) checkCommonType(args []callArg) {
+	var types []uint32
+	literal := false
+	for _, a := range args {
+		switch {
+		case a.node.GetAConst() != nil && a.node.GetAConst().Isnull:
+		case a.t.oid == oidUnknown || a.node.GetParamRef() != nil:
+			literal = true
+		case !a.t.concrete():
+			r.unifies = true
+			return
+		default:
+			for _, o := range []uint32{a.t.oid, a.t.base, a.t.elem} {
+				if o != 0 && !slices.Contains(types, o) {
+					types = append(types, o)
+				}
+			}
+		}
+	}
+	for _, t := range types {
+		if isUnsafeInput(t) && (literal || len(types) > 1) {
+			r.refuse(ReasonVolatileCast, "values converted to a common type with values of type "+r.typeName(t))
+			return
+		}
+		for _, src := range r.casts.unsafeImplicitFrom[t] {
+			if slices.Contains(types, src) {
+				r.refuse(ReasonVolatileCast, fmt.Sprintf("values of type %s converted to %s", r.typeName(src), r.typeName(t)))
+				return
+			}
+		}
+	}
 }
 
 // checkUnified refuses a statement that converts values to a common type (CASE,
