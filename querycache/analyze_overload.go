@@ -149,6 +149,57 @@ func (r *resolver) checkFunc(sc *occScope, u *funcUse) callResult {
 	}
 	args, named := r.callArgs(sc, u)
 	cands := candidatesFor(info.overloads, len(args), named, u.call.FuncVariadic)
+	return r.withParamTypes(args, named, func(args []callArg, unknownParams bool) callResult {
+		return r.evalFunc(u, info, slices.Clone(cands), args, named, unknownParams)
+	})
+}
+
+// withParamTypes evaluates a call whose arguments include parameters. First with
+// the parameters of no known type (any type the client may declare). When that is
+// refused, or leaves the result type open, it evaluates the call twice more, as
+// the server resolves it when the driver leaves parameter types to it (unknown,
+// like string literals) and when pgx declares them from Go strings (text): if both
+// are safe, the call is accepted on the condition that those arguments are text
+// (Plan.Key checks it), and its result type is the one both give.
+func (r *resolver) withParamTypes(args []callArg, named bool, eval func(args []callArg, unknownParams bool) callResult) callResult {
+	res := eval(args, false)
+	if named || (res.ok && res.ret.oid != 0) || !slices.ContainsFunc(args, isParamArg) {
+		return res
+	}
+	h1 := eval(paramsAs(args, typeFacts{oid: oidUnknown}), true)
+	h2 := eval(paramsAs(args, textType), false)
+	if !h1.ok || !h2.ok {
+		return res
+	}
+	for _, a := range args {
+		if p := a.node.GetParamRef(); p != nil && !slices.Contains(r.textParams, int(p.Number)) {
+			r.textParams = append(r.textParams, int(p.Number))
+		}
+	}
+	out := callResult{ok: true}
+	if h1.ret.oid == h2.ret.oid {
+		out.ret = h1.ret
+	}
+	return out
+}
+
+// textType is text as a parameter pgx declares for a Go string has it.
+var textType = typeFacts{oid: oidText, kind: kindBase, base: oidText, baseKind: kindBase, category: 'S', preferred: true}
+
+func isParamArg(a callArg) bool { return a.node.GetParamRef() != nil }
+
+func paramsAs(args []callArg, t typeFacts) []callArg {
+	out := slices.Clone(args)
+	for i := range out {
+		if isParamArg(out[i]) {
+			out[i].t = argType{typeFacts: t}
+		}
+	}
+	return out
+}
+
+// evalFunc resolves a call for arguments of the given types.
+func (r *resolver) evalFunc(u *funcUse, info funcInfo, cands []candidate, args []callArg, named, unknownParams bool) callResult {
 	exact := !named && r.exactOnly(&cands, args)
 	asCast := false
 	if !exact && info.asType != 0 && len(args) == 1 && !named {
@@ -165,6 +216,9 @@ func (r *resolver) checkFunc(sc *occScope, u *funcUse) callResult {
 	}
 	if !exact && !named {
 		cands = r.coercible(cands, args)
+		if unknownParams {
+			cands = r.unknownArgsCategories(cands, args)
+		}
 	}
 	if len(cands) == 0 {
 		if asCast {
@@ -181,6 +235,70 @@ func (r *resolver) checkFunc(sc *occScope, u *funcUse) callResult {
 		res.ret = argType{}
 	}
 	return res
+}
+
+// unknownArgsCategories narrows the candidates of a call whose arguments are all
+// literals or parameters of unknown type as func_select_candidate does then: at
+// each position it takes the string category if a candidate accepts one (else the
+// one category all accept), and keeps the candidates accepting that category there,
+// only its preferred type where one accepts it. With arguments of known types, or
+// when that does not decide, the candidates are returned unchanged.
+func (r *resolver) unknownArgsCategories(cands []candidate, args []callArg) []candidate {
+	if len(args) == 0 {
+		return cands
+	}
+	for _, a := range args {
+		if a.t.oid != oidUnknown {
+			return cands
+		}
+	}
+	type slot struct {
+		category  byte
+		preferred bool
+	}
+	slots := make([]slot, len(args))
+	for i := range args {
+		var s slot
+		conflict := false
+		for _, c := range cands {
+			f, ok := r.facts[c.params[i]]
+			if !ok || f.category == 0 {
+				return cands
+			}
+			switch {
+			case s.category == 0:
+				s = slot{f.category, f.preferred}
+			case f.category == s.category:
+				s.preferred = s.preferred || f.preferred
+			case f.category == 'S':
+				s = slot{f.category, f.preferred}
+			default:
+				conflict = true
+			}
+		}
+		if conflict && s.category != 'S' {
+			return cands // PostgreSQL reports the call ambiguous
+		}
+		slots[i] = s
+	}
+	var kept []candidate
+	for _, c := range cands {
+		keep := true
+		for i, s := range slots {
+			f := r.facts[c.params[i]]
+			if f.category != s.category || (s.preferred && !f.preferred) {
+				keep = false
+				break
+			}
+		}
+		if keep {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == 0 {
+		return cands
+	}
+	return kept
 }
 
 // candidatesFor returns the overloads whose parameter count can take n arguments,
@@ -604,7 +722,6 @@ func (r *resolver) checkOp(sc *occScope, u *opUse) callResult {
 				cands = append(cands, candidate{proc: o.proc, params: []uint32{o.right}, ret: o.result, builtinOp: o.proc.builtin})
 			}
 		}
-		r.exactOnly(&cands, args)
 	} else {
 		left := callArg{node: u.left, t: r.typeOf(sc, u.left, u.level, u.vis)}
 		right := callArg{node: u.right}
@@ -625,12 +742,24 @@ func (r *resolver) checkOp(sc *occScope, u *opUse) callResult {
 				cands = append(cands, candidate{proc: o.proc, params: []uint32{o.left, o.right}, ret: o.result, builtinOp: o.proc.builtin})
 			}
 		}
+	}
+	return r.withParamTypes(args, false, func(args []callArg, unknownParams bool) callResult {
+		return r.evalOp(u, slices.Clone(cands), args, unknownParams)
+	})
+}
+
+// evalOp resolves an operator use for operands of the given types.
+func (r *resolver) evalOp(u *opUse, cands []candidate, args []callArg, unknownParams bool) callResult {
+	if len(args) == 1 {
+		r.exactOnly(&cands, args)
+	} else {
 		// With one operand of unknown type, PostgreSQL first looks for the
 		// operator taking the other operand's type on both sides. A parameter
 		// counts as unknown: the driver prepares statements without parameter
 		// types, and pgx's modes that declare them do so from Go values (bool,
 		// integers, floats, text, bytea, timestamptz, ...), never from a type with
 		// an unsafe conversion.
+		left, right := args[0], args[1]
 		switch {
 		case unknownOperand(left) && right.t.concrete():
 			r.exactOnly(&cands, []callArg{{t: right.t}, right})
@@ -641,6 +770,9 @@ func (r *resolver) checkOp(sc *occScope, u *opUse) callResult {
 		}
 	}
 	cands = r.coercible(cands, args)
+	if unknownParams {
+		cands = r.unknownArgsCategories(cands, args)
+	}
 	if len(cands) == 0 {
 		return callResult{reason: ReasonUnknownObject, detail: "operator " + u.name.String() + ": no overload takes these operands"}
 	}

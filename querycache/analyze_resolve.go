@@ -31,6 +31,9 @@ type resolver struct {
 	// conditional: unsafe types values of unknown type may be converted to.
 	present     map[uint32]bool
 	conditional []uint32
+	// textParams: parameters that must be text for the plan to hold (see
+	// withParamTypes).
+	textParams []int
 }
 
 type readAcc struct {
@@ -93,6 +96,8 @@ func (r *resolver) plan(st *stmt) (*Plan, error) {
 		return p, nil
 	}
 	p.Cacheable = true
+	slices.Sort(r.textParams)
+	p.textParams = r.textParams
 	sort.Slice(r.order, func(i, j int) bool { return r.order[i].String() < r.order[j].String() })
 	for _, rel := range r.order {
 		acc := r.reads[rel]

@@ -109,6 +109,10 @@ type typeFacts struct {
 	regType  bool   // a reg* type, or built on one: text input and output read the catalog
 	dateTime bool   // a date/time type, or built on one: text input accepts 'now'
 	name     string // format_type, for details; "" for column types
+	// category and preferred are pg_type.typcategory and typispreferred (0 for
+	// column types), which decide how PostgreSQL types literals in a call.
+	category  byte
+	preferred bool
 }
 
 // castInfo is one row of pg_cast.
@@ -354,6 +358,7 @@ LIMIT 100000`
 // typeColumns are the pg_type columns scanTypeFacts reads, for a type t.
 const typeColumns = `t.oid, t.typtype::text, t.typelem, t.typlen, t.typbasetype,
        coalesce(bt.typtype::text, ''), coalesce(bt.typelem, 0), coalesce(bt.typlen, 0), t.typarray, format_type(t.oid, NULL),
+       t.typcategory::text, t.typispreferred,
        ARRAY[t.oid, t.typbasetype, t.typelem, coalesce(e.typbasetype, 0), coalesce(r.rngsubtype, 0), coalesce(m.rngsubtype, 0)]::oid[]`
 
 const typeJoins = `
@@ -480,19 +485,22 @@ func (c pgCatalog) operators(ctx context.Context, names []qname) (map[qname][]op
 
 // typeFields are the scan targets of typeColumns.
 type typeFields struct {
-	oid, elem, base, baseElem, array uint32
-	typlen, baseLen                  int16
-	typtype, basetype, name          string
-	related                          []uint32
+	oid, elem, base, baseElem, array  uint32
+	typlen, baseLen                   int16
+	typtype, basetype, name, category string
+	preferred                         bool
+	related                           []uint32
 }
 
 func (f *typeFields) targets() []any {
-	return []any{&f.oid, &f.typtype, &f.elem, &f.typlen, &f.base, &f.basetype, &f.baseElem, &f.baseLen, &f.array, &f.name, &f.related}
+	return []any{&f.oid, &f.typtype, &f.elem, &f.typlen, &f.base, &f.basetype, &f.baseElem, &f.baseLen, &f.array, &f.name,
+		&f.category, &f.preferred, &f.related}
 }
 
 func (f *typeFields) facts() typeFacts {
 	t := newTypeFacts(f.oid, f.typtype, f.elem, f.typlen, f.base, f.basetype, f.baseElem, f.baseLen)
 	t.name = f.name
+	t.category, t.preferred = f.category[0], f.preferred
 	for _, o := range f.related {
 		t.regType = t.regType || regTypeOIDs[o]
 		t.dateTime = t.dateTime || dateTimeOIDs[o]

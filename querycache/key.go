@@ -28,13 +28,48 @@ const keyVersion = 1
 
 var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
+// isText reports whether pgx sends v as text (or NULL): a string, a named string
+// type, or a pointer to or a driver.Valuer of one.
+func isText(v any) bool {
+	for depth := 0; depth < 4; depth++ {
+		switch x := v.(type) {
+		case nil, string:
+			return true
+		case driver.Valuer:
+			rv := reflect.ValueOf(x)
+			if rv.Kind() == reflect.Pointer && rv.IsNil() {
+				return true
+			}
+			val, err := x.Value()
+			if err != nil {
+				return false
+			}
+			v = val
+			continue
+		}
+		rv := reflect.ValueOf(v)
+		switch rv.Kind() {
+		case reflect.String:
+			return true
+		case reflect.Pointer:
+			if rv.IsNil() {
+				return true
+			}
+			v = rv.Elem().Interface()
+			continue
+		}
+		return false
+	}
+	return false
+}
+
 // Key derives the key of this plan's statement for a session identity and the
 // arguments as database/sql passes them. It hashes the statement text itself, not
 // only its fingerprint, because texts differing only in literals share a
 // fingerprint. It reports false when an argument has a type it cannot encode with
-// certainty, or is text holding one of the words now, today, tomorrow, yesterday:
-// a date/time parameter reads those as the current time. The statement must then
-// not be cached.
+// certainty, or is text holding one of the words now, today, tomorrow, yesterday
+// (a date/time parameter reads those as the current time), or is not text where the
+// plan assumed text (Explain lists those). The statement must then not be cached.
 func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
 	bp := keyBufs.Get().(*[]byte)
 	b := (*bp)[:0]
@@ -49,7 +84,12 @@ func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
 	b = binary.LittleEndian.AppendUint64(b, p.Fingerprint)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(args)))
 	ok := true
-	for i := range args {
+	for _, n := range p.textParams {
+		if n > len(args) || !isText(args[n-1].Value) {
+			ok = false
+		}
+	}
+	for i := 0; ok && i < len(args); i++ {
 		if b, ok = appendKeyArg(b, args[i].Value, 0); !ok {
 			break
 		}

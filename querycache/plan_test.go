@@ -170,6 +170,25 @@ func TestKeys(t *testing.T) {
 			t.Errorf("no key for %q", v)
 		}
 	}
+
+	// The plan of '%' || $1 assumed $1 is text (an unknown-typed parameter, or a
+	// Go string pgx declares as text): a float, which pgx may declare as float8
+	// (whose text output depends on extra_float_digits), gets no key.
+	p = mustPlan(t, a, s, "SELECT * FROM users WHERE email LIKE '%' || $1")
+	if !p.Cacheable || !strings.Contains(p.Explain(), "argument $1: cached only for text values") {
+		t.Fatalf("%s", p.Explain())
+	}
+	type name string
+	for _, v := range []any{"abc", name("abc"), nil} {
+		if _, ok := p.Key(&base, args(v)); !ok {
+			t.Errorf("no key for %#v", v)
+		}
+	}
+	for _, v := range []any{1.5, int64(1), []byte("abc")} {
+		if _, ok := p.Key(&base, args(v)); ok {
+			t.Errorf("a key for %#v", v)
+		}
+	}
 	if len(k.String()) != 32 {
 		t.Errorf("key string %q", k)
 	}
