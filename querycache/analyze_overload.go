@@ -262,8 +262,8 @@ func (r *resolver) unknownArgsCategories(cands []candidate, args []callArg) []ca
 		conflict := false
 		for _, c := range cands {
 			f, ok := r.facts[c.params[i]]
-			if !ok || f.category == 0 {
-				return cands
+			if !ok || f.category == 0 || c.params[i] == oidUnknown {
+				return cands // an overload on unknown itself would match exactly
 			}
 			switch {
 			case s.category == 0:
