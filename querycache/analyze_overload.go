@@ -172,7 +172,8 @@ func (r *resolver) withParamTypes(args []callArg, named bool, eval func(args []c
 		return res
 	}
 	for _, a := range args {
-		if p := a.node.GetParamRef(); p != nil && !slices.Contains(r.textParams, int(p.Number)) {
+		// $0 is no parameter: PostgreSQL rejects the statement.
+		if p := a.node.GetParamRef(); p != nil && p.Number > 0 && !slices.Contains(r.textParams, int(p.Number)) {
 			r.textParams = append(r.textParams, int(p.Number))
 		}
 	}

@@ -85,7 +85,7 @@ func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(args)))
 	ok := true
 	for _, n := range p.textParams {
-		if n > len(args) || !isText(args[n-1].Value) {
+		if n < 1 || n > len(args) || !isText(args[n-1].Value) {
 			ok = false
 		}
 	}
