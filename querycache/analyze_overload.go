@@ -514,9 +514,14 @@ func (r *resolver) conversionUnsafe(a callArg, param uint32, builtinOp bool) str
 		return ""
 	}
 	literal := a.t.oid == oidUnknown || a.node.GetParamRef() != nil
+	f := r.facts[param]
 	switch {
 	case a.node.GetAConst() != nil && a.node.GetAConst().Isnull:
 		return "" // NULL is not read by the input function
+	case f.kind == kindComposite || f.baseKind == kindComposite:
+		// A row converted to another row type converts each field, with any
+		// implicit cast between the fields' types.
+		return ": an argument would be converted to " + r.typeName(param)
 	case a.t.concrete():
 		if r.unsafeTarget(param) && r.implicitUnsafe(a.t.typeFacts, param) {
 			return ": an argument would be converted to " + r.typeName(param)

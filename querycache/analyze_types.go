@@ -30,14 +30,14 @@ func (r *resolver) typeOf(sc *occScope, n *pg.Node, lvl int, vis visRange) argTy
 			}
 			if len(fields) == 1 {
 				if rel := wholeRow(sc, lvl, vis, fields[0], false); rel != nil {
-					return argType{row: rel}
+					return rowType(rel)
 				}
 			}
 			return argType{}
 		}
 		if len(ref.Fields) == 2 && ref.Fields[1].GetAStar() != nil && ref.Fields[0].GetString_() != nil {
 			if rel := wholeRow(sc, lvl, vis, ref.Fields[0].GetString_().Sval, true); rel != nil {
-				return argType{row: rel}
+				return rowType(rel)
 			}
 		}
 	case *pg.Node_AConst:
@@ -78,6 +78,15 @@ func (r *resolver) typeOf(sc *occScope, n *pg.Node, lvl int, vis visRange) argTy
 		return r.commonType(sc, x.MinMaxExpr.Args, lvl, vis)
 	}
 	return argType{}
+}
+
+// rowType is the type of a whole-row reference to a relation: its row type.
+func rowType(rel *relInfo) argType {
+	t := argType{row: rel}
+	if rel.rowType != 0 {
+		t.typeFacts = typeFacts{oid: rel.rowType, kind: kindComposite, base: rel.rowType, baseKind: kindComposite}
+	}
+	return t
 }
 
 // commonType is the type of expressions converted to a common type, when they all

@@ -30,6 +30,7 @@ type relInfo struct {
 	primaryKey  []string   // sorted; nil without a primary key
 	descendants []*relInfo // inheritance children and partitions, all levels
 	viewDef     string     // views: pg_get_viewdef
+	rowType     uint32     // pg_class.reltype: the type of a whole-row reference
 }
 
 // system reports whether the relation is in a schema logical replication never
@@ -169,7 +170,7 @@ type pgCatalog struct{ q Querier }
 
 const relationsSQL = `
 SELECT n.i::int, c.oid, ns.nspname, c.relname, c.relkind::text, c.relpersistence::text, c.relrowsecurity,
-       CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) ELSE '' END
+       CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) ELSE '' END, c.reltype
 FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i)
 JOIN pg_class c ON c.oid = to_regclass(n.name)
 JOIN pg_namespace ns ON ns.oid = c.relnamespace`
@@ -220,7 +221,7 @@ func (c pgCatalog) relations(ctx context.Context, names []qname) (map[qname]*rel
 		var i int
 		r := &relInfo{found: true}
 		var kind, persistence string
-		if err := rows.Scan(&i, &r.oid, &r.rel.Schema, &r.rel.Name, &kind, &persistence, &r.rowSecurity, &r.viewDef); err != nil {
+		if err := rows.Scan(&i, &r.oid, &r.rel.Schema, &r.rel.Name, &kind, &persistence, &r.rowSecurity, &r.viewDef, &r.rowType); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("querycache: resolve relations: %w", err)
 		}

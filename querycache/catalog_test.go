@@ -153,6 +153,8 @@ func TestOverloadResolution(t *testing.T) {
 		"CREATE FUNCTION color_num(color) RETURNS integer LANGUAGE sql VOLATILE AS 'SELECT 1'",
 		"CREATE CAST (color AS integer) WITH FUNCTION color_num(color) AS IMPLICIT",
 		"CREATE TABLE paint (id integer PRIMARY KEY, c color)",
+		// A function of a table's row type.
+		"CREATE FUNCTION org_label(orgs) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT $1.name'",
 	} {
 		if _, err := f.conn.Exec(ctx, ddl); err != nil {
 			t.Fatalf("%s: %v", ddl, err)
@@ -190,6 +192,11 @@ func TestOverloadResolution(t *testing.T) {
 		{"SELECT c + 1 FROM paint", querycache.ReasonVolatileOperator, "converted to integer"},
 		{"SELECT c FROM paint WHERE c = 'red'", querycache.ReasonVolatileOperator, "converted to integer"}, // int4eq is a candidate
 		{"SELECT c FROM paint WHERE id = 1", querycache.ReasonNone, ""},
+		// A whole-row reference has the row type; a row built otherwise is
+		// converted field by field.
+		{"SELECT org_label(o) FROM orgs o", querycache.ReasonNone, ""},
+		{"SELECT org_label(o.*) FROM orgs o WHERE id = $1", querycache.ReasonNone, ""},
+		{"SELECT org_label(ROW(id, name, parent_id)) FROM orgs", querycache.ReasonVolatileFunction, "converted to orgs"},
 	} {
 		p := mustPlan(t, a, s, c.sql)
 		if p.Reason != c.reason || !strings.Contains(p.Detail, c.detail) {
