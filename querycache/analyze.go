@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/maypok86/otter/v2"
 )
 
 // AnalyzerConfig configures an Analyzer. The zero value is valid: every zero field takes its
@@ -73,6 +75,10 @@ func (c AnalyzerConfig) withDefaults() (AnalyzerConfig, error) {
 	return c, errors.Join(errs...)
 }
 
+// planClockResolution is how much later than CatalogTTL a plan may be resolved
+// again. The clock's goroutine stops once the Analyzer is unreachable.
+const planClockResolution = 100 * time.Millisecond
+
 // Identity is what, besides the data, decides what a statement means and returns.
 // Keys include all of it, so two databases or two roles never share an entry, and
 // plans and catalog facts are kept per identity.
@@ -82,13 +88,17 @@ type Identity struct {
 	// Database is the database name (current_database()).
 	Database string
 	// Role is the role privileges and row security are checked for (current_user).
+	// Plans take CURRENT_USER and current_user() as constants because Role is in
+	// the key: it must be what current_user returns for the statement.
 	Role string
 	// SearchPath is the session's search_path setting, as SHOW search_path gives it.
 	SearchPath string
 	// Settings holds the other session settings that change results: at least
 	// TimeZone, DateStyle and IntervalStyle (pgconn reports all three through
-	// ParameterStatus). Built-in date/time operators and casts depend on them,
-	// and plans treat those as immutable only because they are in the key.
+	// ParameterStatus). The built-in functions, operators and casts that depend
+	// only on them (analyze_settings.go: date_trunc and to_char of timestamptz,
+	// timestamptz arithmetic and comparisons, text and JSON output of dates,
+	// ...) are cached only because they are in the key.
 	Settings string
 }
 
@@ -114,9 +124,11 @@ type Analyzer struct {
 	cfg AnalyzerConfig
 	gen atomic.Uint64 // bumped by InvalidateCatalog: plans of older generations are redone
 
-	mu    sync.Mutex
-	stmts *lru[string, *stmtEntry]
-	plans *lru[planKey, *Plan]
+	stmts *otter.Cache[string, *stmtEntry]
+	plans *otter.Cache[planKey, *Plan]
+	// clock tells plan expiry to planClockResolution: reading the precise time
+	// costs as much as the rest of a repeated Plan on some machines.
+	clock *otter.CoarseClock
 
 	catMu    sync.Mutex
 	catalogs map[catalogKey]*catalogCache
@@ -146,10 +158,19 @@ func NewAnalyzer(cfg AnalyzerConfig) (*Analyzer, error) {
 	if err != nil {
 		return nil, err
 	}
+	stmts, err := otter.New(&otter.Options[string, *stmtEntry]{MaximumSize: cfg.MaxStatements})
+	if err != nil {
+		return nil, fmt.Errorf("querycache: statement cache: %w", err)
+	}
+	plans, err := otter.New(&otter.Options[planKey, *Plan]{MaximumSize: cfg.MaxPlans})
+	if err != nil {
+		return nil, fmt.Errorf("querycache: plan cache: %w", err)
+	}
 	return &Analyzer{
 		cfg:      cfg,
-		stmts:    newLRU[string, *stmtEntry](cfg.MaxStatements),
-		plans:    newLRU[planKey, *Plan](cfg.MaxPlans),
+		stmts:    stmts,
+		plans:    plans,
+		clock:    otter.NewCoarseClock(planClockResolution),
 		catalogs: map[catalogKey]*catalogCache{},
 		source:   func(s *Session) catalogSource { return pgCatalog{q: s.Conn} },
 	}, nil
@@ -162,10 +183,8 @@ func NewAnalyzer(cfg AnalyzerConfig) (*Analyzer, error) {
 func (a *Analyzer) Plan(ctx context.Context, sess *Session, sql string) (*Plan, error) {
 	if sess != nil && sess.Conn != nil && !sess.InTransaction && !sess.TempObjects {
 		key := planKey{sql: sql, id: sess.Identity}
-		a.mu.Lock()
-		p, ok := a.plans.get(key)
-		a.mu.Unlock()
-		if ok && p.gen == a.gen.Load() && time.Now().Before(p.expires) {
+		p, ok := a.plans.GetIfPresent(key)
+		if ok && p.gen == a.gen.Load() && a.clock.NowNano() < p.expires {
 			return p, nil
 		}
 	}
@@ -188,10 +207,8 @@ func (a *Analyzer) Plan(ctx context.Context, sess *Session, sql string) (*Plan, 
 		return nil, err
 	}
 	p.gen = gen
-	p.expires = start.Add(a.cfg.CatalogTTL)
-	a.mu.Lock()
-	a.plans.put(planKey{sql: sql, id: sess.Identity}, p)
-	a.mu.Unlock()
+	p.expires = start.Add(a.cfg.CatalogTTL).UnixNano()
+	a.plans.Set(planKey{sql: sql, id: sess.Identity}, p)
 	return p, nil
 }
 
@@ -214,9 +231,7 @@ func (a *Analyzer) InvalidateCatalog(rels ...Relation) {
 
 // statement returns the catalog-free analysis of sql, cached by text.
 func (a *Analyzer) statement(sql string) *stmtEntry {
-	a.mu.Lock()
-	e, ok := a.stmts.get(sql)
-	a.mu.Unlock()
+	e, ok := a.stmts.GetIfPresent(sql)
 	if ok {
 		return e
 	}
@@ -250,9 +265,7 @@ func (a *Analyzer) statement(sql string) *stmtEntry {
 		e.inTx, e.temp = &inTx, &temp
 	}
 	e.offline = offlinePlan(st, base)
-	a.mu.Lock()
-	a.stmts.put(sql, e)
-	a.mu.Unlock()
+	a.stmts.Set(sql, e)
 	return e
 }
 
@@ -281,66 +294,4 @@ func (a *Analyzer) catalog(id Identity) *catalogCache {
 	}
 	c.used = time.Now()
 	return c
-}
-
-// lru is a bounded map that forgets its least recently used entry. Not safe for
-// concurrent use: the Analyzer holds its lock around it.
-type lru[K comparable, V any] struct {
-	max  int
-	m    map[K]*lruNode[K, V]
-	head lruNode[K, V] // sentinel: head.next is the most recent
-}
-
-type lruNode[K comparable, V any] struct {
-	key        K
-	val        V
-	prev, next *lruNode[K, V]
-}
-
-func newLRU[K comparable, V any](max int) *lru[K, V] {
-	l := &lru[K, V]{max: max, m: make(map[K]*lruNode[K, V])}
-	l.head.next, l.head.prev = &l.head, &l.head
-	return l
-}
-
-func (l *lru[K, V]) get(k K) (V, bool) {
-	n, ok := l.m[k]
-	if !ok {
-		var zero V
-		return zero, false
-	}
-	l.unlink(n)
-	l.pushFront(n)
-	return n.val, true
-}
-
-func (l *lru[K, V]) put(k K, v V) {
-	if n, ok := l.m[k]; ok {
-		n.val = v
-		l.unlink(n)
-		l.pushFront(n)
-		return
-	}
-	if len(l.m) >= l.max {
-		last := l.head.prev
-		l.unlink(last)
-		delete(l.m, last.key)
-	}
-	n := &lruNode[K, V]{key: k, val: v}
-	l.m[k] = n
-	l.pushFront(n)
-}
-
-func (l *lru[K, V]) len() int { return len(l.m) }
-
-func (l *lru[K, V]) unlink(n *lruNode[K, V]) {
-	n.prev.next = n.next
-	n.next.prev = n.prev
-}
-
-func (l *lru[K, V]) pushFront(n *lruNode[K, V]) {
-	n.prev = &l.head
-	n.next = l.head.next
-	l.head.next.prev = n
-	l.head.next = n
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,5 +101,22 @@ func BenchmarkTags(b *testing.B) {
 		if len(p.Tags(benchArgs)) != 2 { // all-tag and one row tag
 			b.Fatal(p.Tags(benchArgs))
 		}
+	}
+}
+
+// BenchmarkTimeWordScan: the scan Plan.Key runs on text arguments, on a short
+// argument and on a 4 KiB one.
+func BenchmarkTimeWordScan(b *testing.B) {
+	long := strings.Repeat(`{"key": "value", "list": [1, 2, 3], "name": "abc"} `, 100)
+	for _, s := range []string{"someone@example.com", long[:4096]} {
+		b.Run(strconv.Itoa(len(s)), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(s)))
+			for b.Loop() {
+				if hasTimeWord(s) {
+					b.Fatal("time word")
+				}
+			}
+		})
 	}
 }

@@ -25,12 +25,12 @@ func (fakeCatalog) relations(_ context.Context, names []qname) (map[qname]*relIn
 		}
 		r := &relInfo{found: true, oid: 1, rel: Relation{Schema: schema, Name: n.name}, kind: 'r', persistence: 'p',
 			columns: map[string]colInfo{
-				"id":         {typeOID: oidInt8, class: ClassInt},
-				"name":       {typeOID: oidText, class: ClassText},
-				"at":         {typeOID: oidTimestamptz, class: ClassTimestamptz, dateTime: true},
-				"email":      {typeOID: oidText, class: ClassText},
-				"org_id":     {typeOID: oidInt4, class: ClassInt},
-				"deleted_at": {typeOID: oidTimestamptz, class: ClassTimestamptz, dateTime: true},
+				"id":         fakeColumn(oidInt8, ClassInt),
+				"name":       fakeColumn(oidText, ClassText),
+				"at":         fakeColumn(oidTimestamptz, ClassTimestamptz),
+				"email":      fakeColumn(oidText, ClassText),
+				"org_id":     fakeColumn(oidInt4, ClassInt),
+				"deleted_at": fakeColumn(oidTimestamptz, ClassTimestamptz),
 			},
 			primaryKey: []string{"id"},
 		}
@@ -50,20 +50,45 @@ func (fakeCatalog) relations(_ context.Context, names []qname) (map[qname]*relIn
 	return out, nil
 }
 
+func fakeColumn(oid uint32, class ValueClass) colInfo {
+	t := builtinType(oid)
+	t.dateTime = dateTimeOIDs[oid]
+	return colInfo{typeOID: oid, t: t, class: class, dateTime: t.dateTime}
+}
+
 func (fakeCatalog) functions(_ context.Context, names []qname) (map[qname]funcInfo, error) {
 	out := map[qname]funcInfo{}
 	for _, n := range names {
-		out[n] = funcInfo{overloads: 1, allImmutable: !strings.Contains(n.name, "now") && !strings.Contains(n.name, "rand")}
+		vol := byte('i')
+		if strings.Contains(n.name, "now") || strings.Contains(n.name, "rand") {
+			vol = 'v'
+		}
+		f := funcInfo{overloads: []*procInfo{
+			fakeProc(n.name, vol, oidText),
+			fakeProc(n.name, vol, oidText, oidAny),
+		}}
+		f.overloads[1].variadic = oidAny
+		if n.name == "date" {
+			f.asType = oidDate
+		}
+		out[n] = f
 	}
 	return out, nil
+}
+
+func fakeProc(name string, vol byte, ret uint32, args ...uint32) *procInfo {
+	return &procInfo{oid: 1, schema: "pg_catalog", name: name, builtin: true, signature: name + "(...)",
+		key: procKey(name, args), args: args, ret: ret, volatility: vol}
 }
 
 func (fakeCatalog) operators(_ context.Context, names []qname) (map[qname][]opOverload, error) {
 	out := map[qname][]opOverload{}
 	for _, n := range names {
-		out[n] = []opOverload{{left: oidText, right: oidText, result: oidText, volatility: 'i', proc: "f", schema: "pg_catalog"}}
+		for _, t := range []uint32{oidText, oidInt4, oidInt8, oidTimestamptz} {
+			out[n] = append(out[n], opOverload{left: t, right: t, result: t, proc: fakeProc("f", 'i', t, t, t)})
+		}
 		if n.name == "||" {
-			out[n] = append(out[n], opOverload{left: oidInt8, right: oidText, result: oidText, volatility: 's', proc: "g", schema: "pg_catalog"})
+			out[n] = append(out[n], opOverload{left: oidInt8, right: oidText, result: oidText, proc: fakeProc("g", 's', oidText, oidInt8, oidText)})
 		}
 	}
 	return out, nil
@@ -72,9 +97,42 @@ func (fakeCatalog) operators(_ context.Context, names []qname) (map[qname][]opOv
 func (fakeCatalog) types(_ context.Context, names []qname) (map[qname]typeInfo, error) {
 	out := map[qname]typeInfo{}
 	for _, n := range names {
-		out[n] = typeInfo{found: true, oid: oidText, class: ClassText, dateTime: n.name == "date"}
+		f := builtinType(oidText)
+		if n.name == "date" {
+			f = builtinType(oidDate)
+			f.dateTime = true
+		}
+		out[n] = typeInfo{found: true, facts: f, class: ClassOf(f.oid)}
 	}
 	return out, nil
+}
+
+func (fakeCatalog) typeFacts(_ context.Context, oids []uint32) (map[uint32]typeFacts, error) {
+	out := map[uint32]typeFacts{}
+	for _, o := range oids {
+		f := builtinType(o)
+		switch o {
+		case oidAny, oidAnyElement, oidAnyArray, oidAnyNonArray, oidRecord:
+			f.kind, f.baseKind = kindPseudo, kindPseudo
+		case oidDate, oidTimestamptz:
+			f.dateTime = true
+		}
+		out[o] = f
+	}
+	return out, nil
+}
+
+func (fakeCatalog) casts(context.Context) (*castTable, error) {
+	t := &castTable{complete: true, casts: map[[2]uint32]castInfo{
+		{oidInt4, oidInt8}:        {context: 'i', method: 'f', fn: fakeProc("int8", 'i', oidInt8, oidInt4)},
+		{oidText, 2205}:           {context: 'i', method: 'f', fn: fakeProc("regclass", 's', 2205, oidText)},
+		{oidTime, oidTimetz}:      {context: 'i', method: 'f', fn: fakeProc("timetz", 's', oidTimetz, oidTime)},
+		{oidDate, oidTimestamptz}: {context: 'i', method: 'f', fn: fakeProc("timestamptz", 's', oidTimestamptz, oidDate)},
+		{oidTimestamptz, oidDate}: {context: 'a', method: 'f', fn: fakeProc("date", 's', oidDate, oidTimestamptz)},
+		{oidVarchar, oidText}:     {context: 'i', method: 'b'},
+	}}
+	t.derive()
+	return t, nil
 }
 
 // noConn stands for a connection; the fake catalog never uses it.

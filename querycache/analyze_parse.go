@@ -41,10 +41,24 @@ type stmt struct {
 	occs         []*occurrence
 	levels       []*level
 	conjuncts    []*conjunct
-	funcs        []qname // distinct
+	funcs        []qname // distinct names of calls
+	calls        []*funcUse
 	ops          []*opUse
 	casts        []*castUse
 	bareStrings  bool // a string literal without an explicit cast somewhere
+	// unifies: the statement converts values of types the analyzer does not
+	// follow to a common type (VALUES lists, set operations), which may run
+	// implicit casts of those types. unifySites are the conversions whose values
+	// it can type (CASE, COALESCE, GREATEST, ARRAY[], IN lists).
+	unifies    bool
+	unifySites []*unifySite
+}
+
+// unifySite is a group of expressions converted to a common type.
+type unifySite struct {
+	nodes []*pg.Node
+	level int
+	vis   visRange
 }
 
 // occurrence is one FROM item naming a relation (a table, view, ... or, after
@@ -61,7 +75,20 @@ type occurrence struct {
 // level is one query level (a SELECT's FROM list): what names are visible there.
 type level struct {
 	items []fromItem
+	// parent is the level whose names this one can also see (-1: none). It may
+	// be a level PostgreSQL would not search (CTEs): code that must be sure a
+	// name is not visible from outer levels checks them all.
+	parent int
 }
+
+// visRange is the part of a level's FROM items an expression can see: JOIN ... ON
+// sees only the join's own items, a function in FROM only the items before it.
+// hi < 0: every item.
+type visRange struct{ lo, hi int }
+
+var visAll = visRange{hi: -1}
+
+func (v visRange) has(i int) bool { return i >= v.lo && (v.hi < 0 || i < v.hi) }
 
 // fromItem is a binding visible at a level: a relation occurrence (occ >= 0) or
 // something else (a subquery, function, CTE or VALUES: occ == -1).
@@ -113,18 +140,32 @@ type valueSrc struct {
 	cast  *qname // explicit cast on the value, nil if none
 }
 
-// opUse is one use of an operator; its operands are kept for the cases where the
-// overload must be resolved (operators with overloads that are not immutable).
+// opUse is one use of an operator, with its operands where they are known, for
+// overload resolution.
 type opUse struct {
 	name        qname
-	left, right *pg.Node // nil for a missing side (prefix operators) or unknown
+	left, right *pg.Node // nil: not known (or no left operand for a prefix operator)
+	prefix      bool     // a prefix operator: only right
+	rightElem   bool     // = ANY/ALL (right): the operand is an element of right
 	level       int
+	vis         visRange
+	expr        *pg.A_Expr // the expression, when the use is exactly one (checked once)
+}
+
+// funcUse is one function call.
+type funcUse struct {
+	call  *pg.FuncCall
+	name  qname
+	level int
+	vis   visRange
 }
 
 type castUse struct {
 	typ   qname
+	array bool // a cast to an array of typ
 	arg   *pg.Node
 	level int
+	vis   visRange
 }
 
 // parseStatement analyzes a statement text without a catalog.
@@ -167,7 +208,7 @@ func parseStatement(sql string) *stmt {
 		}
 		return st
 	}
-	w := walker{st: st}
+	w := walker{st: st, cur: -1, vis: visAll}
 	w.selectStmt(sel, nil)
 	return st
 }
@@ -246,6 +287,8 @@ func (s *cteScope) has(name string) bool {
 type walker struct {
 	st    *stmt
 	depth int
+	cur   int      // the level being walked, -1 outside any
+	vis   visRange // what expressions of cur can see
 }
 
 func (w *walker) enter() bool {
@@ -296,6 +339,7 @@ func (w *walker) selectStmt(s *pg.SelectStmt, scope *cteScope) {
 		scope = inner
 	}
 	if s.Op != pg.SetOperation_SETOP_NONE && s.Op != pg.SetOperation_SET_OPERATION_UNDEFINED {
+		w.st.unifies = true
 		w.selectStmt(s.Larg, scope)
 		w.selectStmt(s.Rarg, scope)
 		w.nodes(s.SortClause, scope, -1)
@@ -304,7 +348,13 @@ func (w *walker) selectStmt(s *pg.SelectStmt, scope *cteScope) {
 		return
 	}
 	lvl := len(w.st.levels)
-	w.st.levels = append(w.st.levels, &level{})
+	w.st.levels = append(w.st.levels, &level{parent: w.cur})
+	savedCur, savedVis := w.cur, w.vis
+	w.cur, w.vis = lvl, visAll
+	defer func() { w.cur, w.vis = savedCur, savedVis }()
+	if len(s.ValuesLists) > 1 {
+		w.st.unifies = true
+	}
 	var top []target
 	for _, item := range s.FromClause {
 		top = append(top, w.fromItem(item, scope, lvl)...)
@@ -359,6 +409,7 @@ func (w *walker) fromItem(n *pg.Node, scope *cteScope, lvl int) []target {
 		return []target{{occ: occ, allowIsNull: true}}
 	case *pg.Node_JoinExpr:
 		j := x.JoinExpr
+		start := len(L.items)
 		left := w.fromItem(j.Larg, scope, lvl)
 		right := w.fromItem(j.Rarg, scope, lvl)
 		var restricted []target
@@ -372,7 +423,10 @@ func (w *walker) fromItem(n *pg.Node, scope *cteScope, lvl int) []target {
 		}
 		if j.Quals != nil {
 			w.conjuncts(j.Quals, lvl, restricted)
+			saved := w.vis
+			w.vis = visRange{lo: start, hi: len(L.items)}
 			w.node(j.Quals, scope, lvl)
+			w.vis = saved
 		}
 		if j.Alias != nil {
 			L.items = append(L.items, fromItem{binding: j.Alias.Aliasname, occ: -1})
@@ -407,8 +461,11 @@ func (w *walker) fromItem(n *pg.Node, scope *cteScope, lvl int) []target {
 		if x.RangeFunction.Alias != nil {
 			binding = x.RangeFunction.Alias.Aliasname
 		}
+		saved := w.vis
+		w.vis = visRange{lo: 0, hi: len(L.items)} // functions in FROM see the items before them
 		L.items = append(L.items, fromItem{binding: binding, occ: -1})
 		w.nodes(x.RangeFunction.Functions, scope, lvl)
+		w.vis = saved
 		return nil
 	case *pg.Node_RangeTableSample:
 		w.st.refuse(ReasonUnsupported, "TABLESAMPLE")
@@ -643,6 +700,7 @@ func (w *walker) node(n *pg.Node, scope *cteScope, lvl int) {
 	case *pg.Node_FuncCall:
 		if q, ok := funcQName(x.FuncCall.Funcname); ok {
 			st.addFunc(q)
+			st.calls = append(st.calls, &funcUse{call: x.FuncCall, name: q, level: lvl, vis: w.vis})
 		} else {
 			st.refuse(ReasonUnsupported, "function name")
 		}
@@ -651,17 +709,17 @@ func (w *walker) node(n *pg.Node, scope *cteScope, lvl int) {
 	case *pg.Node_SubLink:
 		if len(x.SubLink.OperName) > 0 {
 			if q, ok := opName(x.SubLink.OperName); ok {
-				st.ops = append(st.ops, &opUse{name: q, level: lvl})
+				st.ops = append(st.ops, &opUse{name: q, left: x.SubLink.Testexpr, level: lvl, vis: w.vis})
 			}
 		}
 	case *pg.Node_TypeCast:
 		tc := x.TypeCast
 		q, ok := typeQName(tc.TypeName)
-		if !ok {
+		if !ok || tc.TypeName.Setof || tc.TypeName.PctType {
 			st.refuse(ReasonUnsupported, "type name")
 			return
 		}
-		st.casts = append(st.casts, &castUse{typ: q, arg: tc.Arg, level: lvl})
+		st.casts = append(st.casts, &castUse{typ: q, array: len(tc.TypeName.ArrayBounds) > 0, arg: tc.Arg, level: lvl, vis: w.vis})
 		if c := tc.Arg.GetAConst(); c != nil {
 			w.literal(c, false)
 			return
@@ -675,19 +733,51 @@ func (w *walker) node(n *pg.Node, scope *cteScope, lvl int) {
 		}
 		return
 	case *pg.Node_SqlvalueFunction:
-		st.refuse(ReasonVolatileFunction, sqlValueFunctionName(x.SqlvalueFunction.Op))
+		switch x.SqlvalueFunction.Op {
+		case pg.SQLValueFunctionOp_SVFOP_CURRENT_USER, pg.SQLValueFunctionOp_SVFOP_CURRENT_ROLE,
+			pg.SQLValueFunctionOp_SVFOP_USER:
+			// current_user: Identity.Role, which is in the key.
+		case pg.SQLValueFunctionOp_SVFOP_CURRENT_CATALOG:
+			// current_database(): Identity.Database, in the key.
+		default:
+			// The clock, session_user (which SET ROLE does not change while
+			// current_user does), current_schema (which depends on which
+			// schemas exist).
+			st.refuse(ReasonVolatileFunction, sqlValueFunctionName(x.SqlvalueFunction.Op))
+		}
 		return
 	case *pg.Node_LockingClause:
 		st.refuse(ReasonLocking, "")
 		return
 	case *pg.Node_CaseExpr:
-		if x.CaseExpr.Arg != nil {
-			st.ops = append(st.ops, &opUse{name: qname{name: "="}, level: lvl})
+		site := &unifySite{level: lvl, vis: w.vis}
+		for _, a := range x.CaseExpr.Args {
+			if cw := a.GetCaseWhen(); cw != nil {
+				site.nodes = append(site.nodes, cw.Result)
+			}
 		}
+		if x.CaseExpr.Defresult != nil {
+			site.nodes = append(site.nodes, x.CaseExpr.Defresult)
+		}
+		st.unifySites = append(st.unifySites, site)
+		if x.CaseExpr.Arg != nil {
+			for _, a := range x.CaseExpr.Args {
+				if cw := a.GetCaseWhen(); cw != nil {
+					st.ops = append(st.ops, &opUse{name: qname{name: "="}, left: x.CaseExpr.Arg, right: cw.Expr, level: lvl, vis: w.vis})
+				}
+			}
+		}
+	case *pg.Node_CoalesceExpr:
+		st.unifySites = append(st.unifySites, &unifySite{nodes: x.CoalesceExpr.Args, level: lvl, vis: w.vis})
+	case *pg.Node_MinMaxExpr:
+		st.unifySites = append(st.unifySites, &unifySite{nodes: x.MinMaxExpr.Args, level: lvl, vis: w.vis})
+	case *pg.Node_AArrayExpr:
+		st.unifySites = append(st.unifySites, &unifySite{nodes: x.AArrayExpr.Elements, level: lvl, vis: w.vis})
 	case *pg.Node_SortBy:
+		// Operands are not resolved: ORDER BY names may be output columns.
 		if len(x.SortBy.UseOp) > 0 {
 			if q, ok := opName(x.SortBy.UseOp); ok {
-				st.ops = append(st.ops, &opUse{name: q, level: lvl})
+				st.ops = append(st.ops, &opUse{name: q, level: lvl, vis: w.vis})
 			}
 		}
 	case *pg.Node_RangeVar, *pg.Node_JoinExpr, *pg.Node_RangeSubselect, *pg.Node_RangeFunction,
@@ -749,17 +839,17 @@ func (w *walker) message(m protoreflect.Message, scope *cteScope, lvl int) {
 }
 
 func (w *walker) aExpr(e *pg.A_Expr, lvl int) {
-	add := func(name string) {
-		w.st.ops = append(w.st.ops, &opUse{name: qname{name: name}, left: e.Lexpr, right: e.Rexpr, level: lvl})
+	add := func(name string, left, right *pg.Node) {
+		w.st.ops = append(w.st.ops, &opUse{name: qname{name: name}, left: left, right: right, level: lvl, vis: w.vis})
 	}
 	switch e.Kind {
 	case pg.A_Expr_Kind_AEXPR_BETWEEN, pg.A_Expr_Kind_AEXPR_NOT_BETWEEN,
 		pg.A_Expr_Kind_AEXPR_BETWEEN_SYM, pg.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM:
-		add(">=")
-		add("<=")
+		add(">=", e.Lexpr, nil)
+		add("<=", e.Lexpr, nil)
 		return
 	case pg.A_Expr_Kind_AEXPR_DISTINCT, pg.A_Expr_Kind_AEXPR_NOT_DISTINCT, pg.A_Expr_Kind_AEXPR_NULLIF:
-		add("=")
+		add("=", e.Lexpr, e.Rexpr)
 		return
 	}
 	q, ok := opName(e.Name)
@@ -767,9 +857,25 @@ func (w *walker) aExpr(e *pg.A_Expr, lvl int) {
 		w.st.refuse(ReasonUnsupported, "operator name")
 		return
 	}
-	u := &opUse{name: q, left: e.Lexpr, right: e.Rexpr, level: lvl}
-	if e.Kind != pg.A_Expr_Kind_AEXPR_OP {
-		u.left, u.right = nil, nil // IN lists, ANY/ALL: operands are not plain values
+	u := &opUse{name: q, level: lvl, vis: w.vis}
+	if e.Kind == pg.A_Expr_Kind_AEXPR_OP {
+		u.expr = e
+	}
+	switch e.Kind {
+	case pg.A_Expr_Kind_AEXPR_OP, pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE, pg.A_Expr_Kind_AEXPR_SIMILAR:
+		u.left, u.right, u.prefix = e.Lexpr, e.Rexpr, e.Lexpr == nil
+	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
+		u.left, u.right, u.rightElem = e.Lexpr, e.Rexpr, true
+	case pg.A_Expr_Kind_AEXPR_IN:
+		// The list and the left operand are converted to a common type.
+		u.left = e.Lexpr
+		site := &unifySite{nodes: []*pg.Node{e.Lexpr}, level: lvl, vis: w.vis}
+		if list := e.Rexpr.GetList(); list != nil {
+			site.nodes = append(site.nodes, list.Items...)
+		} else {
+			site.nodes = append(site.nodes, e.Rexpr)
+		}
+		w.st.unifySites = append(w.st.unifySites, site)
 	}
 	w.st.ops = append(w.st.ops, u)
 }
@@ -791,18 +897,62 @@ func (w *walker) literal(c *pg.A_Const, bare bool) {
 	}
 }
 
-// hasTimeWord reports whether s holds one of timeWords as a word of letters, the way
-// the date/time input parser splits its fields.
+// hasTimeWord reports whether s holds one of timeWords as a word of ASCII letters,
+// in any case, the way the date/time input parser splits its fields. Plan.Key runs
+// it on every text argument, so it does not allocate and skips ahead with
+// IndexByte: every time word has a w or a y.
 func hasTimeWord(s string) bool {
-	lower := strings.ToLower(s)
-	for _, f := range strings.FieldsFunc(lower, func(r rune) bool { return r < 'a' || r > 'z' }) {
+	var next [4]int // next index of w, W, y, Y at or after i; -1: none left
+	letters := [4]byte{'w', 'W', 'y', 'Y'}
+	for k := range next {
+		next[k] = -2 // not searched yet
+	}
+	for i := 0; i < len(s); {
+		j := -1
+		for k, c := range letters {
+			if next[k] == -2 || (next[k] >= 0 && next[k] < i) {
+				next[k] = strings.IndexByte(s[i:], c)
+				if next[k] >= 0 {
+					next[k] += i
+				}
+			}
+			if next[k] >= 0 && (j < 0 || next[k] < j) {
+				j = next[k]
+			}
+		}
+		if j < 0 {
+			return false
+		}
+		start, end := j, j+1
+		for start > i && isASCIILetter(s[start-1]) {
+			start--
+		}
+		for end < len(s) && isASCIILetter(s[end]) {
+			end++
+		}
 		for _, tw := range timeWords {
-			if f == tw {
+			if equalFoldASCII(s[start:end], tw) {
 				return true
 			}
 		}
+		i = end
 	}
 	return false
+}
+
+func isASCIILetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+
+// equalFoldASCII compares ASCII letters w with the lower-case word tw.
+func equalFoldASCII(w, tw string) bool {
+	if len(w) != len(tw) {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		if w[i]|0x20 != tw[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func funcQName(name []*pg.Node) (qname, bool) {

@@ -3,6 +3,7 @@ package querycache
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -11,25 +12,6 @@ import (
 
 // This file is the second half of the analysis: a statement's names resolved with a
 // session's catalog into a Plan.
-
-// Type OIDs of literals as the parser types them.
-const (
-	oidUnknown = 705
-)
-
-// settingsOnlyOperators are built-in operator functions that are STABLE only because
-// they depend on TimeZone (comparisons across date, timestamp and timestamptz, and
-// timestamptz arithmetic). Identity.Settings carries TimeZone, so with the key they
-// are as good as immutable.
-var settingsOnlyOperators = func() map[string]bool {
-	m := map[string]bool{"timestamptz_pl_interval": true, "timestamptz_mi_interval": true, "interval_pl_timestamptz": true}
-	for _, cmp := range []string{"eq", "ne", "lt", "le", "gt", "ge"} {
-		for _, pair := range [][2]string{{"date", "timestamptz"}, {"timestamptz", "date"}, {"timestamp", "timestamptz"}, {"timestamptz", "timestamp"}} {
-			m[pair[0]+"_"+cmp+"_"+pair[1]] = true
-		}
-	}
-	return m
-}()
 
 type resolver struct {
 	a     *Analyzer
@@ -41,6 +23,17 @@ type resolver struct {
 	order  []Relation
 	reason Reason
 	detail string
+
+	facts   map[uint32]typeFacts // types by OID, accumulated over the statement and its views
+	casts   *castTable
+	unifies bool // the statement or a call converts values to a common type
+	// present: types of values the statement may hold (columns, casts, results);
+	// conditional: unsafe types values of unknown type may be converted to.
+	present     map[uint32]bool
+	conditional []uint32
+	// textParams: parameters that must be text for the plan to hold (see
+	// withParamTypes).
+	textParams []int
 }
 
 type readAcc struct {
@@ -51,8 +44,14 @@ type readAcc struct {
 // occScope is one analyzed statement with its resolved relations, for column and
 // operand resolution.
 type occScope struct {
-	st   *stmt
-	rels []*relInfo // per occurrence
+	st    *stmt
+	rels  []*relInfo // per occurrence
+	funcs map[qname]funcInfo
+	ops   map[qname][]opOverload
+	types map[qname]typeInfo
+
+	funcMemo map[*pg.FuncCall]*callResult
+	opMemo   map[*pg.A_Expr]*callResult
 }
 
 func (r *resolver) refuse(reason Reason, detail string) {
@@ -64,8 +63,16 @@ func (r *resolver) refuse(reason Reason, detail string) {
 // plan resolves a statement whose text raised no objection.
 func (r *resolver) plan(st *stmt) (*Plan, error) {
 	r.reads = map[Relation]*readAcc{}
+	r.facts = map[uint32]typeFacts{}
+	r.present = map[uint32]bool{}
 	if err := r.resolve(st, 0, false); err != nil {
 		return nil, err
+	}
+	if r.casts != nil {
+		r.checkConditional()
+		if r.unifies {
+			r.checkUnified()
+		}
 	}
 	p := &Plan{
 		Fingerprint: st.fingerprint,
@@ -89,6 +96,8 @@ func (r *resolver) plan(st *stmt) (*Plan, error) {
 		return p, nil
 	}
 	p.Cacheable = true
+	slices.Sort(r.textParams)
+	p.textParams = r.textParams
 	sort.Slice(r.order, func(i, j int) bool { return r.order[i].String() < r.order[j].String() })
 	for _, rel := range r.order {
 		acc := r.reads[rel]
@@ -145,26 +154,42 @@ func (r *resolver) resolve(st *stmt, depth int, forceWide bool) error {
 	if err != nil {
 		return err
 	}
-
-	sc := &occScope{st: st, rels: make([]*relInfo, len(st.occs))}
-	for i, o := range st.occs {
-		sc.rels[i] = rels[o.name]
+	if err := r.loadTypeFacts(funcs, ops, types); err != nil {
+		return err
+	}
+	if r.casts == nil && (len(st.calls)+len(st.ops)+len(st.casts)+len(st.unifySites) > 0 || st.unifies) {
+		if r.casts, err = r.cache.castTable(r.ctx, ttl, r.src.casts); err != nil {
+			return err
+		}
 	}
 
-	for _, f := range st.funcs {
-		info := funcs[f]
-		switch {
-		case info.overloads == 0:
-			r.refuse(ReasonUnknownObject, "function "+f.String())
-		case !info.allImmutable:
-			r.refuse(ReasonVolatileFunction, f.String())
+	sc := &occScope{st: st, rels: make([]*relInfo, len(st.occs)), funcs: funcs, ops: ops, types: types,
+		funcMemo: map[*pg.FuncCall]*callResult{}, opMemo: map[*pg.A_Expr]*callResult{}}
+	for i, o := range st.occs {
+		sc.rels[i] = rels[o.name]
+		if info := sc.rels[i]; info != nil {
+			for _, col := range info.columns {
+				r.notePresent(col.t)
+			}
+		}
+	}
+
+	for _, u := range st.calls {
+		if res := r.resolveFunc(sc, u); !res.ok {
+			r.refuse(res.reason, res.detail)
 		}
 	}
 	for _, u := range st.ops {
-		r.checkOperator(sc, u, ops, types)
+		if res := r.resolveOp(sc, u); !res.ok {
+			r.refuse(res.reason, res.detail)
+		}
 	}
 	for _, c := range st.casts {
-		r.checkCast(sc, c, types)
+		r.checkCast(sc, c)
+	}
+	r.unifies = r.unifies || st.unifies
+	for _, site := range st.unifySites {
+		r.checkSite(sc, site)
 	}
 
 	// Relations, and the predicates on each occurrence.
@@ -220,10 +245,123 @@ func (r *resolver) resolve(st *stmt, depth int, forceWide bool) error {
 }
 
 func appendName(names []qname, n qname) []qname {
-	if containsName(names, n) {
+	if slices.Contains(names, n) {
 		return names
 	}
 	return append(names, n)
+}
+
+// loadTypeFacts loads the facts of every type the statement's overloads and casts
+// name that the resolver does not have yet.
+func (r *resolver) loadTypeFacts(funcs map[qname]funcInfo, ops map[qname][]opOverload, types map[qname]typeInfo) error {
+	var oids []uint32
+	add := func(os ...uint32) {
+		for _, o := range os {
+			if _, ok := r.facts[o]; !ok && o != 0 && !slices.Contains(oids, o) {
+				oids = append(oids, o)
+			}
+		}
+	}
+	for _, f := range funcs {
+		add(f.asType)
+		for _, p := range f.overloads {
+			add(p.args...)
+			add(p.variadic, p.ret)
+		}
+	}
+	for _, list := range ops {
+		for _, o := range list {
+			add(o.left, o.right, o.result)
+		}
+	}
+	for _, t := range types {
+		add(t.array)
+	}
+	if len(oids) == 0 {
+		return nil
+	}
+	facts, err := lookup(r.ctx, r.cache, func(c *catalogCache) map[uint32]cached[typeFacts] { return c.facts }, oids,
+		r.a.cfg.CatalogTTL, r.a.cfg.MaxCatalogEntries, r.src.typeFacts)
+	if err != nil {
+		return err
+	}
+	for o, f := range facts {
+		if f.oid != 0 { // the zero value: no such type
+			r.facts[o] = f
+		}
+	}
+	return nil
+}
+
+// checkSite checks the conversion of a site's values to their common type.
+func (r *resolver) checkSite(sc *occScope, site *unifySite) {
+	args := make([]callArg, len(site.nodes))
+	for i, n := range site.nodes {
+		args[i] = callArg{node: n, t: r.typeOf(sc, n, site.level, site.vis)}
+	}
+	r.checkCommonType(args)
+}
+
+// checkCommonType checks the conversion of values to their common type, which
+// PostgreSQL takes among the values' types (text when all are literals). It is
+// refused when a literal or parameter would be read as a type whose input is
+// unsafe, or a value converted to another value's type with an unsafe implicit
+// cast. When a value's type is not known, the statement is refused later if it
+// holds values of such types at all (checkUnified). NULL is read by no one.
+func (r *resolver) checkCommonType(args []callArg) {
+	var types []uint32
+	literal := false
+	for _, a := range args {
+		switch {
+		case a.node.GetAConst() != nil && a.node.GetAConst().Isnull:
+		case a.t.oid == oidUnknown || a.node.GetParamRef() != nil:
+			literal = true
+		case !a.t.concrete():
+			r.unifies = true
+			return
+		default:
+			for _, o := range []uint32{a.t.oid, a.t.base, a.t.elem} {
+				if o != 0 && !slices.Contains(types, o) {
+					types = append(types, o)
+				}
+			}
+		}
+	}
+	for _, t := range types {
+		if isUnsafeInput(t) && (literal || len(types) > 1) {
+			r.refuse(ReasonVolatileCast, "values converted to a common type with values of type "+r.typeName(t))
+			return
+		}
+		for _, src := range r.casts.unsafeImplicitFrom[t] {
+			if slices.Contains(types, src) {
+				r.refuse(ReasonVolatileCast, fmt.Sprintf("values of type %s converted to %s", r.typeName(src), r.typeName(t)))
+				return
+			}
+		}
+	}
+}
+
+// checkUnified refuses a statement that converts values to a common type (CASE,
+// COALESCE, ARRAY[], IN lists, set operations, ...) when the conversion may run an
+// unsafe function: when it holds values of a type whose text input depends on more
+// than the key (a literal or parameter may be read as one), or values of a type
+// and of another with an unsafe implicit cast to it (time and timetz).
+func (r *resolver) checkUnified() {
+	for _, t := range slices.Sorted(maps.Keys(r.present)) {
+		if isUnsafeInput(t) {
+			r.refuse(ReasonVolatileCast, fmt.Sprintf("values converted to a common type, with values of type %s", r.typeName(t)))
+			return
+		}
+		if !r.casts.unsafeImplicit[t] {
+			continue
+		}
+		for _, src := range r.casts.unsafeImplicitFrom[t] {
+			if r.present[src] {
+				r.refuse(ReasonVolatileCast, fmt.Sprintf("values converted to a common type, with values of types %s and %s", r.typeName(src), r.typeName(t)))
+				return
+			}
+		}
+	}
 }
 
 // checkRelation refuses relations whose changes the cache cannot see.
@@ -282,7 +420,9 @@ func predicateEqual(a, b Predicate) bool {
 // findColumn resolves a column reference at a level to an occurrence, as
 // PostgreSQL would: -1 when it is not a column of exactly one relation of the level
 // (an outer reference, an ambiguous name, a column of a subquery or function).
-func findColumn(sc *occScope, lvl int, fields []string, offline bool) (int, string) {
+// Only the items vis covers are searched (the whole level for predicates, whose
+// targets say which occurrences they may restrict).
+func findColumn(sc *occScope, lvl int, vis visRange, fields []string, offline bool) (int, string) {
 	if lvl < 0 || lvl >= len(sc.st.levels) {
 		return -1, ""
 	}
@@ -297,7 +437,10 @@ func findColumn(sc *occScope, lvl int, fields []string, offline bool) (int, stri
 			}
 			return -1, ""
 		}
-		for _, it := range L.items {
+		for i, it := range L.items {
+			if !vis.has(i) {
+				continue
+			}
 			if it.occ < 0 {
 				return -1, "" // a subquery or function may have the column: unknown
 			}
@@ -313,8 +456,8 @@ func findColumn(sc *occScope, lvl int, fields []string, offline bool) (int, stri
 			}
 		}
 	case 2:
-		for _, it := range L.items {
-			if it.binding == fields[0] {
+		for i, it := range L.items {
+			if vis.has(i) && it.binding == fields[0] {
 				if found >= 0 || it.occ < 0 {
 					return -1, ""
 				}
@@ -322,8 +465,8 @@ func findColumn(sc *occScope, lvl int, fields []string, offline bool) (int, stri
 			}
 		}
 	case 3:
-		for _, it := range L.items {
-			if it.occ < 0 {
+		for i, it := range L.items {
+			if it.occ < 0 || !vis.has(i) {
 				continue
 			}
 			o := sc.st.occs[it.occ]
@@ -366,7 +509,7 @@ func (r *resolver) occurrencePredicates(sc *occScope, types map[qname]typeInfo) 
 	}
 	perOcc := make([]map[string]colPred, len(sc.st.occs))
 	for _, c := range sc.st.conjuncts {
-		occ, col := findColumn(sc, c.level, c.fields, false)
+		occ, col := findColumn(sc, c.level, visAll, c.fields, false)
 		if occ < 0 {
 			continue
 		}
@@ -511,157 +654,6 @@ func predicateValues(c *conjunct, class ValueClass, types map[qname]typeInfo) ([
 	return out, true
 }
 
-// checkOperator refuses an operator use that may run a function that is not
-// immutable. Overloads that are immutable, or only depend on settings in the key,
-// are fine; otherwise the use's operand types must pick an immutable overload.
-func (r *resolver) checkOperator(sc *occScope, u *opUse, ops map[qname][]opOverload, types map[qname]typeInfo) {
-	overloads := ops[u.name]
-	if len(overloads) == 0 {
-		r.refuse(ReasonUnknownObject, "operator "+u.name.String())
-		return
-	}
-	risky := false
-	for _, o := range overloads {
-		if !overloadSafe(o) {
-			risky = true
-		}
-	}
-	if !risky {
-		return
-	}
-	if _, ok := r.operatorResult(sc, u, ops, types, 0); !ok {
-		r.refuse(ReasonVolatileOperator, u.name.String())
-	}
-}
-
-func overloadSafe(o opOverload) bool {
-	return o.volatility == 'i' || (o.schema == "pg_catalog" && settingsOnlyOperators[o.proc])
-}
-
-// operatorResult picks the overload an operator use resolves to when its operand
-// types are known and match one exactly (an unknown-typed literal taking the other
-// operand's type, as PostgreSQL does), and returns its result type if that overload
-// is safe.
-func (r *resolver) operatorResult(sc *occScope, u *opUse, ops map[qname][]opOverload, types map[qname]typeInfo, depth int) (uint32, bool) {
-	if u.left == nil || u.right == nil || depth > 16 {
-		return 0, false
-	}
-	lt := r.typeOf(sc, u.left, u.level, ops, types, depth+1)
-	rt := r.typeOf(sc, u.right, u.level, ops, types, depth+1)
-	if lt == 0 || rt == 0 {
-		return 0, false
-	}
-	if lt == oidUnknown && rt == oidUnknown {
-		return 0, false
-	}
-	if lt == oidUnknown {
-		lt = rt
-	}
-	if rt == oidUnknown {
-		rt = lt
-	}
-	for _, o := range ops[u.name] {
-		if o.left == lt && o.right == rt {
-			return o.result, overloadSafe(o)
-		}
-	}
-	return 0, false
-}
-
-// typeOf returns the type of a simple operand: a column, a literal, a cast, or a
-// nested operator use; 0 when unknown.
-func (r *resolver) typeOf(sc *occScope, n *pg.Node, lvl int, ops map[qname][]opOverload, types map[qname]typeInfo, depth int) uint32 {
-	switch {
-	case n.GetColumnRef() != nil:
-		fields := columnFields(n)
-		if fields == nil {
-			return 0
-		}
-		occ, col := findColumn(sc, lvl, fields, false)
-		if occ < 0 {
-			return 0
-		}
-		ci := sc.rels[occ].columns[col]
-		if ci.class == ClassText && ci.typeOID == oidVarchar {
-			return oidText // varchar has no operators of its own: it is read as text
-		}
-		return ci.typeOID
-	case n.GetAConst() != nil:
-		c := n.GetAConst()
-		if c.Isnull {
-			return oidUnknown
-		}
-		switch c.Val.(type) {
-		case *pg.A_Const_Ival:
-			return oidInt4
-		case *pg.A_Const_Fval:
-			return oidNumeric
-		case *pg.A_Const_Sval:
-			return oidUnknown
-		case *pg.A_Const_Boolval:
-			return oidBool
-		}
-	case n.GetTypeCast() != nil:
-		tc := n.GetTypeCast()
-		if len(tc.TypeName.GetArrayBounds()) > 0 {
-			return 0
-		}
-		q, ok := typeQName(tc.TypeName)
-		if !ok {
-			return 0
-		}
-		t := types[q]
-		if t.oid == oidVarchar {
-			return oidText
-		}
-		return t.oid
-	case n.GetAExpr() != nil:
-		e := n.GetAExpr()
-		if e.Kind != pg.A_Expr_Kind_AEXPR_OP {
-			return 0
-		}
-		q, ok := opName(e.Name)
-		if !ok {
-			return 0
-		}
-		res, ok := r.operatorResult(sc, &opUse{name: q, left: e.Lexpr, right: e.Rexpr, level: lvl}, ops, types, depth)
-		if !ok {
-			return 0
-		}
-		return res
-	}
-	return 0
-}
-
-// checkCast refuses casts whose result can depend on the catalog (reg* types) or on
-// the current time (text read as a date/time, where 'now' and 'today' are valid
-// input). Literal 'now' and the like are refused by the parser half.
-func (r *resolver) checkCast(sc *occScope, c *castUse, types map[qname]typeInfo) {
-	t, ok := types[c.typ]
-	if !ok || !t.found {
-		r.refuse(ReasonUnknownObject, "type "+c.typ.String())
-		return
-	}
-	if t.regType {
-		r.refuse(ReasonVolatileCast, "to "+c.typ.String())
-		return
-	}
-	if !t.dateTime {
-		return
-	}
-	switch {
-	case c.arg.GetParamRef() != nil, c.arg.GetAConst() != nil:
-		return
-	case c.arg.GetColumnRef() != nil:
-		if fields := columnFields(c.arg); fields != nil {
-			if occ, col := findColumn(sc, c.level, fields, false); occ >= 0 && sc.rels[occ].columns[col].dateTime {
-				return
-			}
-		}
-	}
-	r.refuse(ReasonVolatileCast, "to "+c.typ.String()+" from an expression that may be text")
-}
-
 // offlinePlan is the catalog-free plan: what the text says, with the relations as
 // written and the predicates that do not need column types.
 func offlinePlan(st *stmt, base Plan) *Plan {
@@ -679,7 +671,7 @@ func offlinePlan(st *stmt, base Plan) *Plan {
 	sc := &occScope{st: st, rels: make([]*relInfo, len(st.occs))}
 	preds := make([]*Predicate, len(st.occs))
 	for _, c := range st.conjuncts {
-		occ, col := findColumn(sc, c.level, c.fields, true)
+		occ, col := findColumn(sc, c.level, visAll, c.fields, true)
 		if occ < 0 {
 			continue
 		}

@@ -115,7 +115,7 @@ func TestInvalidateCatalog(t *testing.T) {
 }
 
 // TestUserFunctionVolatility: volatility comes from pg_proc, so a user function
-// turned VOLATILE stops caching, and one overload that is not IMMUTABLE is enough.
+// turned VOLATILE stops caching.
 func TestUserFunctionVolatility(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -125,12 +125,83 @@ func TestUserFunctionVolatility(t *testing.T) {
 	if p := mustPlan(t, a, s, sql); !p.Cacheable {
 		t.Fatal(p.Summary())
 	}
-	if _, err := f.conn.Exec(ctx, "CREATE FUNCTION add_one(text) RETURNS text LANGUAGE sql STABLE AS 'SELECT $1'"); err != nil {
+	if _, err := f.conn.Exec(ctx, "ALTER FUNCTION add_one(integer) VOLATILE"); err != nil {
 		t.Fatal(err)
 	}
 	a.InvalidateCatalog()
-	if p := mustPlan(t, a, s, sql); p.Reason != querycache.ReasonVolatileFunction {
-		t.Fatalf("with a STABLE overload: %s", p.Summary())
+	if p := mustPlan(t, a, s, sql); p.Reason != querycache.ReasonVolatileFunction || !strings.Contains(p.Detail, "add_one(integer)") {
+		t.Fatalf("after ALTER FUNCTION ... VOLATILE: %s", p.Summary())
+	}
+}
+
+// TestOverloadResolution: a call is judged by the overloads it may resolve to (by
+// argument count, defaults, VARIADIC, named arguments and argument types), and
+// refused when any of those is not safe, so an ambiguous call is refused.
+func TestOverloadResolution(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, ddl := range []string{
+		// add_one(integer) IMMUTABLE is in the fixture.
+		"CREATE FUNCTION add_one(text) RETURNS text LANGUAGE sql VOLATILE AS 'SELECT $1'",
+		"CREATE FUNCTION fmt(n int, VARIADIC parts text[]) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT $2[1]'",
+		"CREATE FUNCTION fmt(n int) RETURNS text LANGUAGE sql VOLATILE AS 'SELECT random()::text'",
+		"CREATE FUNCTION dflt(a int, b int DEFAULT 1) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 + $2'",
+		"CREATE FUNCTION dflt(a int, b int, c int) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT $1'",
+		// An implicit cast through a VOLATILE function: any call converting a
+		// color to an integer runs it.
+		"CREATE TYPE color AS ENUM ('red', 'green')",
+		"CREATE FUNCTION color_num(color) RETURNS integer LANGUAGE sql VOLATILE AS 'SELECT 1'",
+		"CREATE CAST (color AS integer) WITH FUNCTION color_num(color) AS IMPLICIT",
+		"CREATE TABLE paint (id integer PRIMARY KEY, c color)",
+		// A function of a table's row type.
+		"CREATE FUNCTION org_label(orgs) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT $1.name'",
+	} {
+		if _, err := f.conn.Exec(ctx, ddl); err != nil {
+			t.Fatalf("%s: %v", ddl, err)
+		}
+	}
+	a := newAnalyzer(t, querycache.AnalyzerConfig{})
+	s := session(t, f.conn)
+	for _, c := range []struct {
+		sql    string
+		reason querycache.Reason
+		detail string // a part of the refusal's detail
+	}{
+		// add_one(integer) IMMUTABLE, add_one(text) VOLATILE.
+		{"SELECT add_one(age) FROM users", querycache.ReasonNone, ""},
+		{"SELECT add_one($1::int) FROM users", querycache.ReasonNone, ""},
+		{"SELECT add_one(level) FROM users", querycache.ReasonNone, ""}, // a domain over integer
+		{"SELECT add_one(id::int) + 1 FROM users", querycache.ReasonNone, ""},
+		{"SELECT add_one(email) FROM users", querycache.ReasonVolatileFunction, "add_one(text) is VOLATILE"},
+		{"SELECT add_one(name) FROM users", querycache.ReasonVolatileFunction, "add_one(text)"}, // varchar converts to text only
+		{"SELECT add_one('5') FROM users", querycache.ReasonVolatileFunction, "one of several overloads"},
+		{"SELECT add_one($1) FROM users", querycache.ReasonVolatileFunction, "one of several overloads"},
+		{"SELECT add_one(id) FROM users", querycache.ReasonUnknownObject, "no overload"}, // bigint converts to neither
+		// VARIADIC: fmt(int, VARIADIC text[]) IMMUTABLE, fmt(int) VOLATILE.
+		{"SELECT fmt(age, email, 'x') FROM users", querycache.ReasonNone, ""},
+		{"SELECT fmt(age, VARIADIC ARRAY[email]) FROM users", querycache.ReasonNone, ""},
+		{"SELECT fmt(age) FROM users", querycache.ReasonVolatileFunction, "fmt(integer) is VOLATILE"},
+		// Defaults and named arguments: dflt(a, b DEFAULT 1) IMMUTABLE, dflt(a, b, c) VOLATILE.
+		{"SELECT dflt(age) FROM users", querycache.ReasonNone, ""},
+		{"SELECT dflt(age, 2) FROM users", querycache.ReasonNone, ""},
+		{"SELECT dflt(a => age) FROM users", querycache.ReasonNone, ""},
+		{"SELECT dflt(age, 2, 3) FROM users", querycache.ReasonVolatileFunction, "dflt(integer,integer,integer)"},
+		{"SELECT dflt(a => age, b => 2, c => 3) FROM users", querycache.ReasonVolatileFunction, "dflt(integer,integer,integer)"},
+		// The implicit cast from color to integer is VOLATILE.
+		{"SELECT add_one(c) FROM paint", querycache.ReasonVolatileFunction, "converted to integer"},
+		{"SELECT c + 1 FROM paint", querycache.ReasonVolatileOperator, "converted to integer"},
+		{"SELECT c FROM paint WHERE c = 'red'", querycache.ReasonVolatileOperator, "converted to integer"}, // int4eq is a candidate
+		{"SELECT c FROM paint WHERE id = 1", querycache.ReasonNone, ""},
+		// A whole-row reference has the row type; a row built otherwise is
+		// converted field by field.
+		{"SELECT org_label(o) FROM orgs o", querycache.ReasonNone, ""},
+		{"SELECT org_label(o.*) FROM orgs o WHERE id = $1", querycache.ReasonNone, ""},
+		{"SELECT org_label(ROW(id, name, parent_id)) FROM orgs", querycache.ReasonVolatileFunction, "converted to orgs"},
+	} {
+		p := mustPlan(t, a, s, c.sql)
+		if p.Reason != c.reason || !strings.Contains(p.Detail, c.detail) {
+			t.Errorf("%s: %s, want %s (%s)", c.sql, p.Summary(), c.reason, c.detail)
+		}
 	}
 }
 

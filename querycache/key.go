@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/zeebo/xxh3"
 )
@@ -27,11 +28,48 @@ const keyVersion = 1
 
 var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
+// isText reports whether pgx sends v as text (or NULL): a string, a named string
+// type, or a pointer to or a driver.Valuer of one.
+func isText(v any) bool {
+	for depth := 0; depth < 4; depth++ {
+		switch x := v.(type) {
+		case nil, string:
+			return true
+		case driver.Valuer:
+			rv := reflect.ValueOf(x)
+			if rv.Kind() == reflect.Pointer && rv.IsNil() {
+				return true
+			}
+			val, err := x.Value()
+			if err != nil {
+				return false
+			}
+			v = val
+			continue
+		}
+		rv := reflect.ValueOf(v)
+		switch rv.Kind() {
+		case reflect.String:
+			return true
+		case reflect.Pointer:
+			if rv.IsNil() {
+				return true
+			}
+			v = rv.Elem().Interface()
+			continue
+		}
+		return false
+	}
+	return false
+}
+
 // Key derives the key of this plan's statement for a session identity and the
 // arguments as database/sql passes them. It hashes the statement text itself, not
 // only its fingerprint, because texts differing only in literals share a
 // fingerprint. It reports false when an argument has a type it cannot encode with
-// certainty; the statement must then not be cached.
+// certainty, or is text holding one of the words now, today, tomorrow, yesterday
+// (a date/time parameter reads those as the current time), or is not text where the
+// plan assumed text (Explain lists those). The statement must then not be cached.
 func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
 	bp := keyBufs.Get().(*[]byte)
 	b := (*bp)[:0]
@@ -46,7 +84,12 @@ func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
 	b = binary.LittleEndian.AppendUint64(b, p.Fingerprint)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(args)))
 	ok := true
-	for i := range args {
+	for _, n := range p.textParams {
+		if n < 1 || n > len(args) || !isText(args[n-1].Value) {
+			ok = false
+		}
+	}
+	for i := 0; ok && i < len(args); i++ {
 		if b, ok = appendKeyArg(b, args[i].Value, 0); !ok {
 			break
 		}
@@ -98,10 +141,16 @@ func appendKeyArg(b []byte, v any, depth int) ([]byte, bool) {
 	case int32:
 		return binary.LittleEndian.AppendUint64(append(b, keyInt), uint64(x)), true
 	case string:
+		if hasTimeWord(x) {
+			return b, false
+		}
 		return appendKeyString(append(b, keyString), x), true
 	case []byte:
 		if x == nil {
 			return append(b, keyNil), true
+		}
+		if hasTimeWord(unsafe.String(unsafe.SliceData(x), len(x))) { // not retained
+			return b, false
 		}
 		b = append(b, keyBytes)
 		b = binary.AppendUvarint(b, uint64(len(x)))
@@ -149,6 +198,9 @@ func appendKeyArg(b []byte, v any, depth int) ([]byte, bool) {
 	case reflect.Float32:
 		return binary.LittleEndian.AppendUint64(append(b, keyFloat), math.Float64bits(rv.Float())), true
 	case reflect.String:
+		if hasTimeWord(rv.String()) {
+			return b, false
+		}
 		return appendKeyString(append(b, keyString), rv.String()), true
 	case reflect.Bool:
 		return appendKeyArg(b, rv.Bool(), depth+1)

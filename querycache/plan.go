@@ -48,8 +48,11 @@ type Plan struct {
 
 	textHash xxh3.Uint128
 	maxTags  int
-	gen      uint64    // catalog generation the plan was resolved at
-	expires  time.Time // resolution is redone after this
+	// textParams are the parameters (1-based) that must be text values: the
+	// plan's verdict assumed the server types them as text (Plan.Key checks).
+	textParams []int
+	gen        uint64 // catalog generation the plan was resolved at
+	expires    int64  // Unix nanoseconds: resolution is redone after this
 }
 
 // Read is one relation of the read set.
@@ -306,6 +309,9 @@ func (p *Plan) Explain() string {
 		}
 		b.WriteByte('\n')
 	}
+	for _, n := range p.textParams {
+		fmt.Fprintf(&b, "argument $%d: cached only for text values\n", n)
+	}
 	for _, u := range p.Unchecked {
 		fmt.Fprintf(&b, "not checked: %s\n", u)
 	}
@@ -356,6 +362,12 @@ func (p *Plan) Summary() string {
 	switch {
 	case p.Cacheable:
 		b.WriteString("cacheable")
+		for i, n := range p.textParams {
+			if i == 0 {
+				b.WriteString(" for text")
+			}
+			fmt.Fprintf(&b, " $%d", n)
+		}
 	case p.Reason == ReasonNotChecked:
 		b.WriteString("unchecked")
 	default:

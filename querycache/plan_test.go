@@ -158,6 +158,37 @@ func TestKeys(t *testing.T) {
 	if _, ok := p.Key(&base, args(make(chan int))); ok {
 		t.Error("a key for an argument of unknown type")
 	}
+	// A date/time parameter reads these words as the current time.
+	type label string
+	for _, v := range []any{"now", "Today", " TOMORROW ", "yesterday 10:00", []byte("NOW"), label("now")} {
+		if _, ok := p.Key(&base, args(v)); ok {
+			t.Errorf("a key for %q", v)
+		}
+	}
+	for _, v := range []any{"nowhere", "snow", "epoch", "2024-01-02", "infinity", []byte("knowledge")} {
+		if _, ok := p.Key(&base, args(v)); !ok {
+			t.Errorf("no key for %q", v)
+		}
+	}
+
+	// The plan of '%' || $1 assumed $1 is text (an unknown-typed parameter, or a
+	// Go string pgx declares as text): a float, which pgx may declare as float8
+	// (whose text output depends on extra_float_digits), gets no key.
+	p = mustPlan(t, a, s, "SELECT * FROM users WHERE email LIKE '%' || $1")
+	if !p.Cacheable || !strings.Contains(p.Explain(), "argument $1: cached only for text values") {
+		t.Fatalf("%s", p.Explain())
+	}
+	type name string
+	for _, v := range []any{"abc", name("abc"), nil} {
+		if _, ok := p.Key(&base, args(v)); !ok {
+			t.Errorf("no key for %#v", v)
+		}
+	}
+	for _, v := range []any{1.5, int64(1), []byte("abc")} {
+		if _, ok := p.Key(&base, args(v)); ok {
+			t.Errorf("a key for %#v", v)
+		}
+	}
 	if len(k.String()) != 32 {
 		t.Errorf("key string %q", k)
 	}

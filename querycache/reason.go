@@ -34,18 +34,19 @@ const (
 	// ReasonNoRelations: the statement reads no table, so no change can ever
 	// invalidate it and there is nothing to save by caching it.
 	ReasonNoRelations
-	// ReasonVolatileFunction: a function (or an overload of its name) that is not
-	// IMMUTABLE, or a construct such as CURRENT_DATE that depends on the time,
-	// the transaction or the session.
+	// ReasonVolatileFunction: a function the call may resolve to (several when
+	// the argument types do not decide) that is not IMMUTABLE and not a built-in
+	// depending only on what the key holds, or a construct such as CURRENT_DATE
+	// that depends on the time, the transaction or the session.
 	ReasonVolatileFunction
-	// ReasonVolatileOperator: an operator with an overload whose function is not
-	// IMMUTABLE and that may depend on more than the session settings in the key.
+	// ReasonVolatileOperator: the same for an operator's function.
 	ReasonVolatileOperator
 	// ReasonTimeLiteral: a literal such as 'now' or 'today' whose value depends on
 	// when the statement runs.
 	ReasonTimeLiteral
-	// ReasonVolatileCast: a cast whose result may depend on the time or the
-	// catalog (to a reg* type, or from text to a date/time type).
+	// ReasonVolatileCast: a conversion, explicit or implicit, whose result may
+	// depend on the time, the catalog or settings outside the key (to a reg* type,
+	// from text to a date/time type, time to timetz, to or from money, ...).
 	ReasonVolatileCast
 	// ReasonUnknownObject: a relation, function, operator or type the catalog does
 	// not know (the server will most likely report the error itself).
@@ -125,10 +126,10 @@ var reasonDescriptions = [numReasons]string{
 	ReasonInTransaction:    "inside an explicit transaction",
 	ReasonTempObjects:      "the session has temporary objects that may shadow names",
 	ReasonNoRelations:      "reads no table",
-	ReasonVolatileFunction: "calls a function that is not IMMUTABLE",
-	ReasonVolatileOperator: "uses an operator that is not IMMUTABLE",
+	ReasonVolatileFunction: "calls a function that is not IMMUTABLE and may depend on more than the key",
+	ReasonVolatileOperator: "uses an operator that is not IMMUTABLE and may depend on more than the key",
 	ReasonTimeLiteral:      "a literal whose value depends on the current time",
-	ReasonVolatileCast:     "a cast whose result depends on the time or the catalog",
+	ReasonVolatileCast:     "a conversion whose result may depend on the time, the catalog or settings outside the key",
 	ReasonUnknownObject:    "names an object the catalog does not know",
 	ReasonSystemCatalog:    "reads a system catalog",
 	ReasonTemporaryTable:   "reads a temporary table",

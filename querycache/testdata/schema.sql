@@ -68,3 +68,7 @@ CREATE SCHEMA tenant_a;
 CREATE SCHEMA tenant_b;
 CREATE TABLE tenant_a.accounts (id integer PRIMARY KEY, name text);
 CREATE TABLE tenant_b.accounts (id integer PRIMARY KEY, name text);
+
+-- Types whose conversions depend on more than the key: time to timetz takes today's
+-- zone offset, money reads lc_monetary.
+CREATE TABLE shifts (id integer PRIMARY KEY, starts time, ends timetz, price money);
