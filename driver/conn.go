@@ -124,7 +124,7 @@ func (c *Conn) afterExec(sql string) {
 	}
 	mayWrite, createsTemp := rp.analyzer.Effects(sql)
 	if createsTemp {
-		c.sess.temp = true
+		c.sess.temp, c.sess.plans = true, nil
 	}
 	c.afterStatement(mayWrite)
 }

@@ -126,13 +126,20 @@ func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldri
 	} else {
 		c.sess.refreshSettings(pgxConn)
 	}
-	c.qsess = querycache.Session{Identity: c.sess.id, Conn: pgxConn, TempObjects: c.sess.temp}
-	plan, err := rp.analyzer.Plan(ctx, &c.qsess, sql)
-	if err != nil {
-		return nil, bypassPlanErr, false
-	}
-	if plan.CreatesTemp {
-		c.sess.temp = true
+	plan = c.sess.plan(rp.analyzer, sql)
+	if plan == nil {
+		c.qsess = querycache.Session{Identity: c.sess.id, Conn: pgxConn, TempObjects: c.sess.temp}
+		var err error
+		if plan, err = rp.analyzer.Plan(ctx, &c.qsess, sql); err != nil {
+			return nil, bypassPlanErr, false
+		}
+		if plan.CreatesTemp {
+			c.sess.temp = true
+			c.sess.plans = nil
+		}
+		if plan.Cacheable {
+			c.sess.remember(sql, plan)
+		}
 	}
 	switch {
 	case !plan.Cacheable:

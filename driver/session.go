@@ -28,6 +28,34 @@ type session struct {
 	// settings caches id.Settings from the server-reported parameters it is
 	// built from, so it is rebuilt only when one of them changes.
 	timeZone, dateStyle, intervalStyle string
+
+	// plans remembers the cacheable plans of this session's identity by
+	// statement text: a repeated statement skips the analyzer's shared cache
+	// (whose key hashes the text and the whole identity). Cleared whenever the
+	// identity may have changed; bounded by maxSessionPlans.
+	plans map[string]*querycache.Plan
+}
+
+// maxSessionPlans bounds the plans a session remembers; past it the oldest
+// knowledge is dropped wholesale (the analyzer still has them).
+const maxSessionPlans = 256
+
+// plan returns a remembered plan for sql, if it is still fresh.
+func (s *session) plan(a *querycache.Analyzer, sql string) *querycache.Plan {
+	p := s.plans[sql]
+	if p != nil && !a.Fresh(p) {
+		delete(s.plans, sql)
+		return nil
+	}
+	return p
+}
+
+// remember keeps a cacheable plan for the session's current identity.
+func (s *session) remember(sql string, p *querycache.Plan) {
+	if s.plans == nil || len(s.plans) >= maxSessionPlans {
+		s.plans = make(map[string]*querycache.Plan)
+	}
+	s.plans[sql] = p
 }
 
 // refreshSettings updates id.Settings from the parameters the server reports on
@@ -38,6 +66,7 @@ func (s *session) refreshSettings(conn *pgx.Conn) {
 	if tz == s.timeZone && ds == s.dateStyle && is == s.intervalStyle && s.id.Settings != "" {
 		return
 	}
+	s.plans = nil // the identity changed
 	s.timeZone, s.dateStyle, s.intervalStyle = tz, ds, is
 	s.id.Settings = "TimeZone=" + tz + "\x00DateStyle=" + ds + "\x00IntervalStyle=" + is
 }
@@ -69,6 +98,9 @@ func (s *session) load(ctx context.Context, conn *pgx.Conn) (querycache.LSN, err
 			// Without the system identifier, the address this connection reached.
 			s.server = "addr:" + conn.PgConn().Conn().RemoteAddr().String()
 		}
+	}
+	if s.id.Database != db || s.id.Role != role || s.id.SearchPath != searchPath {
+		s.plans = nil // plans are per identity
 	}
 	s.id.Server, s.id.Database, s.id.Role, s.id.SearchPath = s.server, db, role, searchPath
 	s.refreshSettings(conn)

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -249,5 +250,56 @@ func TestDDLFlush(t *testing.T) {
 	t.Logf("applied after %v", time.Since(start))
 	if got := columns(); len(got) != 3 {
 		t.Fatalf("after ALTER TABLE ... ADD COLUMN, the cached result still has columns %v", got)
+	}
+}
+
+// TestSessionChanges: a connection that changes its search_path or role reads what
+// PostgreSQL would give it, never an entry cached under the other setting.
+func TestSessionChanges(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dsn := pgcachetest.SharedPostgres(t).NewDatabase(t)
+	admin := openDB(t, "pgx", dsn)
+	role := fmt.Sprintf("reader_%d", time.Now().UnixNano()) // roles are cluster-wide
+	mustExec(t, admin,
+		`CREATE SCHEMA a`, `CREATE SCHEMA b`,
+		`CREATE TABLE a.t (id int PRIMARY KEY, v text)`, `CREATE TABLE b.t (id int PRIMARY KEY, v text)`,
+		`INSERT INTO a.t VALUES (1, 'from a')`, `INSERT INTO b.t VALUES (1, 'from b')`,
+		`CREATE ROLE `+role, `GRANT USAGE ON SCHEMA a, b TO `+role, `GRANT SELECT ON a.t, b.t TO `+role)
+	t.Cleanup(func() { mustExec(t, admin, `DROP OWNED BY `+role, `DROP ROLE `+role) })
+	db := openDB(t, "pgcache", dsn)
+	waitStreaming(t, db)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	read := func(want string) {
+		t.Helper()
+		for range 2 { // the second read may come from the cache
+			var v string
+			if err := conn.QueryRowContext(ctx, `SELECT v FROM t WHERE id = $1`, 1).Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			if v != want {
+				t.Fatalf("read %q, want %q", v, want)
+			}
+		}
+	}
+	for _, step := range []struct{ set, want string }{
+		{`SET search_path = a`, "from a"},
+		{`SET search_path = b`, "from b"},
+		{`SELECT set_config('search_path', 'a', false)`, "from a"},
+		{`SET ROLE ` + role, "from a"},
+		{`SET search_path = b`, "from b"},
+		{`RESET ROLE`, "from b"},
+	} {
+		if _, err := conn.ExecContext(ctx, step.set); err != nil {
+			t.Fatal(err)
+		}
+		read(step.want)
+	}
+	if st := stats(t, db); st.HitsL1 == 0 {
+		t.Fatalf("nothing was cached: %+v", st)
 	}
 }

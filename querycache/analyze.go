@@ -295,3 +295,11 @@ func (a *Analyzer) catalog(id Identity) *catalogCache {
 	c.used = time.Now()
 	return c
 }
+
+// Fresh reports whether a plan Plan returned is still current: the catalog has not
+// been invalidated and its facts have not expired since. A caller that remembers
+// plans (per connection, say) may reuse one while it is fresh and its session's
+// identity is unchanged, instead of asking Plan again.
+func (a *Analyzer) Fresh(p *Plan) bool {
+	return p.gen == a.gen.Load() && a.clock.NowNano() < p.expires
+}
