@@ -69,8 +69,8 @@ func (t *tagger) tags(tx *cdc.Transaction) (tags []querycache.Tag, ddl bool) {
 			rt.tags[querycache.WideTag(rel)] = struct{}{}
 			for _, s := range t.schemes.Of(rel) {
 				if !t.rowTags(rt, rel, s, ev) {
-					rt.all = true
-					break
+					// Never guess: every entry of the scheme goes.
+					rt.tags[querycache.SchemeTag(rel, s.ColumnNames())] = struct{}{}
 				}
 			}
 			if len(rt.tags) > t.maxTagsPerRel {
@@ -122,8 +122,8 @@ func (t *tagger) tags(tx *cdc.Transaction) (tags []querycache.Tag, ddl bool) {
 // rowTags adds the row tags of scheme s for the old and new values of a row change.
 // It reports false when a value the scheme needs is unknown (an old value PostgreSQL
 // did not send, a column that no longer exists, text that does not parse): the
-// change may then have moved any row of the scheme, and only the relation-wide
-// invalidation is safe.
+// change may then have moved any row of the scheme, and only invalidating every
+// entry of the scheme (its SchemeTag) is safe.
 func (t *tagger) rowTags(rt *relTags, rel querycache.Relation, s querycache.Scheme, ch *cdc.RowChange) bool {
 	cols := ch.Relation.Columns
 	idx := make([]int, len(s.Columns))

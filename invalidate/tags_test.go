@@ -45,6 +45,12 @@ func rowTag(s querycache.Scheme, values ...string) querycache.Tag {
 	return querycache.RowTag(s.Relation, s.ColumnNames(), cv)
 }
 
+func schemeTag(s querycache.Scheme) querycache.Tag {
+	return querycache.SchemeTag(s.Relation, s.ColumnNames())
+}
+
+var byGone = querycache.Scheme{Relation: users, Columns: []querycache.PredicateColumn{{Name: "gone", Class: querycache.ClassInt}}}
+
 func sorted(tags ...querycache.Tag) []querycache.Tag {
 	slices.Sort(tags)
 	return tags
@@ -71,9 +77,9 @@ func TestTags(t *testing.T) {
 		{"update keeping the key, default identity: key scheme is precise", []querycache.Scheme{byID},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpUpdate, New: []cdc.Value{text("43"), text("7"), text("b@x")}}},
 			sorted(wide, rowTag(byID, "43")), false},
-		{"update, default identity: old org unknown, the relation goes", []querycache.Scheme{byID, byOrg},
+		{"update, default identity: old org unknown, the org scheme goes, the key scheme stays precise", []querycache.Scheme{byID, byOrg},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpUpdate, New: []cdc.Value{text("43"), text("2"), text("b@x")}}},
-			sorted(allUsers...), false},
+			sorted(wide, rowTag(byID, "43"), schemeTag(byOrg)), false},
 		{"update moving org, full identity", []querycache.Scheme{byOrg},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpUpdate, OldKind: cdc.OldFull,
 				Old: []cdc.Value{text("43"), text("1"), text("b@x")}, New: []cdc.Value{text("43"), text("2"), text("b@x")}}},
@@ -87,20 +93,20 @@ func TestTags(t *testing.T) {
 			sorted(wide, rowTag(byID, "9")), false},
 		{"delete, key only: non-key scheme unknown", []querycache.Scheme{byOrg},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpDelete, OldKind: cdc.OldKey, Old: []cdc.Value{text("9"), absent, absent}}},
-			sorted(allUsers...), false},
+			sorted(wide, schemeTag(byOrg)), false},
 		{"unchanged TOAST value takes the old one", []querycache.Scheme{byOrg},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpUpdate, OldKind: cdc.OldFull,
 				Old: []cdc.Value{text("1"), text("5"), text("a")}, New: []cdc.Value{text("1"), unchanged, text("b")}}},
 			sorted(wide, rowTag(byOrg, "5")), false},
 		{"unchanged TOAST value without an old row: unknown", []querycache.Scheme{byOrg},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpUpdate, New: []cdc.Value{text("1"), unchanged, text("b")}}},
-			sorted(allUsers...), false},
+			sorted(wide, schemeTag(byOrg)), false},
 		{"text that does not parse for the class: unknown", []querycache.Scheme{byOrg},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpInsert, New: []cdc.Value{text("1"), text("seven"), text("a")}}},
-			sorted(allUsers...), false},
-		{"a scheme column that no longer exists: unknown", []querycache.Scheme{{Relation: users, Columns: []querycache.PredicateColumn{{Name: "gone", Class: querycache.ClassInt}}}},
+			sorted(wide, schemeTag(byOrg)), false},
+		{"a scheme column that no longer exists: unknown", []querycache.Scheme{byGone},
 			[]cdc.Event{&cdc.RowChange{Relation: usersRel, Op: cdc.OpInsert, New: []cdc.Value{text("1"), text("2"), text("a")}}},
-			sorted(allUsers...), false},
+			sorted(wide, schemeTag(byGone)), false},
 		{"truncate", []querycache.Scheme{byID},
 			[]cdc.Event{&cdc.Truncate{Relations: []*cdc.Relation{usersRel}}},
 			sorted(allUsers...), false},

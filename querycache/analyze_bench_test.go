@@ -98,7 +98,7 @@ func BenchmarkTags(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if len(p.Tags(benchArgs)) != 2 { // all-tag and one row tag
+		if len(p.Tags(benchArgs)) != 3 { // all, scheme and one row tag
 			b.Fatal(p.Tags(benchArgs))
 		}
 	}

@@ -200,7 +200,7 @@ func (r *resolver) resolve(st *stmt, depth int, forceWide bool) error {
 			r.refuse(ReasonUnknownObject, "relation "+o.name.String())
 			continue
 		}
-		if !r.checkRelation(info) {
+		if !r.checkRelation(info, false) {
 			continue
 		}
 		if st.bareStrings {
@@ -231,8 +231,12 @@ func (r *resolver) resolve(st *stmt, depth int, forceWide bool) error {
 			}
 			r.addRead(info, pred)
 			if o.inh {
+				// Published through its root (publish_via_partition_root), a
+				// partitioned table's changes carry the root's name: its
+				// partitions are not listed in the publication, yet covered.
+				viaRoot := info.kind == 'p' && r.published(info.rel)
 				for _, d := range info.descendants {
-					if r.checkRelation(d) {
+					if r.checkRelation(d, viaRoot) {
 						r.addRead(d, pred)
 					}
 				}
@@ -364,8 +368,11 @@ func (r *resolver) checkUnified() {
 	}
 }
 
-// checkRelation refuses relations whose changes the cache cannot see.
-func (r *resolver) checkRelation(info *relInfo) bool {
+// checkRelation refuses relations whose changes the cache cannot see. A
+// partitioned table holds no rows of its own: its partitions are checked in its
+// place (PostgreSQL publishes the partitions, not the parent, unless the
+// publication publishes via the root, which coveredByRoot reports).
+func (r *resolver) checkRelation(info *relInfo, coveredByRoot bool) bool {
 	name := info.rel.String()
 	switch {
 	case info.system():
@@ -382,12 +389,17 @@ func (r *resolver) checkRelation(info *relInfo) bool {
 		r.refuse(ReasonMaterializedView, name)
 	case info.rowSecurity:
 		r.refuse(ReasonRowSecurity, name)
-	case info.kind != 'v' && r.a.cfg.Published != nil && !r.a.cfg.Published(info.rel):
+	case info.kind != 'v' && info.kind != 'p' && !coveredByRoot && !r.published(info.rel):
 		r.refuse(ReasonNotPublished, name)
 	default:
 		return true
 	}
 	return false
+}
+
+// published reports whether a relation's changes reach the invalidator.
+func (r *resolver) published(rel Relation) bool {
+	return r.a.cfg.Published == nil || r.a.cfg.Published(rel)
 }
 
 // addRead adds a reading of a relation: with a predicate, or wide (pred nil).

@@ -219,6 +219,36 @@ func TestPublishedHook(t *testing.T) {
 	}
 }
 
+// TestPublishedPartitions: a partitioned table is published through its
+// partitions (what pg_publication_tables lists by default) or, with
+// publish_via_partition_root, through itself; either way it is cached, and a
+// missing partition is refused.
+func TestPublishedPartitions(t *testing.T) {
+	f := newFixture(t)
+	s := session(t, f.conn)
+	const sql = "SELECT * FROM events WHERE id = $1"
+	leaves := []string{"events_2024", "events_2025_a", "events_2025_b"}
+	for _, c := range []struct {
+		name      string
+		published []string
+		refused   string // "" when cacheable
+	}{
+		{"leaves listed", leaves, ""},
+		{"via the root", []string{"events"}, ""},
+		{"a leaf missing", []string{"events_2024", "events_2025_a"}, "events_2025_b"},
+		{"nothing", nil, "events_2024"},
+	} {
+		a := newAnalyzer(t, querycache.AnalyzerConfig{Published: func(r querycache.Relation) bool { return slices.Contains(c.published, r.Name) }})
+		p := mustPlan(t, a, s, sql)
+		switch {
+		case c.refused == "" && (!p.Cacheable || len(p.Reads) != 5):
+			t.Errorf("%s: want cacheable, reading the root, the sub-root and the leaves: %s", c.name, p.Summary())
+		case c.refused != "" && (p.Reason != querycache.ReasonNotPublished || !strings.Contains(p.Detail, c.refused)):
+			t.Errorf("%s: want refused for %s: %s", c.name, c.refused, p.Summary())
+		}
+	}
+}
+
 // TestPlanCacheBound: the plan cache forgets old statements but stays correct.
 func TestPlanCacheBound(t *testing.T) {
 	f := newFixture(t)

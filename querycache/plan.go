@@ -146,7 +146,8 @@ func (s Scheme) ColumnNames() []string {
 
 // Tags returns the tags an entry of this plan carries for the given arguments (as
 // database/sql passes them to the driver, in order): for every relation its AllTag,
-// and either its WideTag or the row tags of its predicates. When an argument cannot
+// and either its WideTag or the row tags of its predicates with the SchemeTag of
+// each predicate's columns. When an argument cannot
 // be canonicalized for its column, or an array argument gives more tuples than the
 // bound, that relation falls back to its WideTag: never a guess.
 func (p *Plan) Tags(args []driver.NamedValue) []Tag {
@@ -175,6 +176,9 @@ func (p *Plan) appendRowTags(tags []Tag, rel Relation, pr Predicate, args []driv
 	names := make([]string, len(pr.Columns))
 	for i, c := range pr.Columns {
 		names[i] = c.Name
+	}
+	if st := SchemeTag(rel, names); !slices.Contains(tags, st) {
+		tags = append(tags, st)
 	}
 	for _, tuple := range pr.Tuples {
 		// Each column's values: one, or several for an array argument.
@@ -303,7 +307,11 @@ func (p *Plan) Explain() string {
 			fmt.Fprintf(&b, "  tags: %s %s\n", AllTag(r.Relation), WideTag(r.Relation))
 			continue
 		}
-		fmt.Fprintf(&b, "  tags: %s, and per argument values:", AllTag(r.Relation))
+		fmt.Fprintf(&b, "  tags: %s", AllTag(r.Relation))
+		for _, pr := range r.Predicates {
+			fmt.Fprintf(&b, " %s", SchemeTag(r.Relation, columnNames(pr.Columns)))
+		}
+		b.WriteString(", and per argument values:")
 		for _, pr := range r.Predicates {
 			fmt.Fprintf(&b, " %s#(%s)=...", r.Relation, strings.Join(quoteAll(columnNames(pr.Columns)), ","))
 		}

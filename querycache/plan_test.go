@@ -38,7 +38,8 @@ func TestTags(t *testing.T) {
 	p := mustPlan(t, a, s, "SELECT * FROM users u LEFT JOIN orders o ON o.user_id = u.id WHERE u.email = $1 AND u.deleted_at IS NULL")
 	got := tagStrings(p.Tags(args("a@example.com")))
 	rowTag := querycache.RowTag(users, []string{"deleted_at", "email"}, []querycache.Canonical{querycache.NullCanonical, mustCanon(t, querycache.ClassText, "a@example.com")})
-	want := []string{string(querycache.AllTag(orders)), string(querycache.WideTag(orders)), string(querycache.AllTag(users)), string(rowTag)}
+	schemeTag := querycache.SchemeTag(users, []string{"deleted_at", "email"})
+	want := []string{string(querycache.AllTag(orders)), string(querycache.WideTag(orders)), string(querycache.AllTag(users)), string(schemeTag), string(rowTag)}
 	if !slices.Equal(got, want) {
 		t.Fatalf("tags\n got %q\nwant %q", got, want)
 	}
@@ -66,11 +67,11 @@ func TestTags(t *testing.T) {
 
 	// = ANY($1): one tag per element, up to MaxTags, then wide.
 	p = mustPlan(t, a, s, "SELECT * FROM users WHERE id = ANY($1)")
-	if got := p.Tags(args([]int64{1, 2, 3})); len(got) != 4 {
+	if got := p.Tags(args([]int64{1, 2, 3})); len(got) != 5 { // all, scheme and 3 row tags
 		t.Fatalf("ANY of 3: %q", got)
 	}
-	if got := p.Tags(args([]int64{})); len(got) != 1 {
-		t.Fatalf("ANY of nothing reads nothing of users beyond its all-tag: %q", got)
+	if got := p.Tags(args([]int64{})); len(got) != 2 {
+		t.Fatalf("ANY of nothing reads nothing of users beyond its all and scheme tags: %q", got)
 	}
 	if got := tagStrings(p.Tags(args([]int64{1, 2, 3, 4, 5}))); !slices.Equal(got, []string{string(querycache.AllTag(users)), string(querycache.WideTag(users))}) {
 		t.Fatalf("ANY over MaxTags: %q", got)

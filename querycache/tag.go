@@ -52,6 +52,25 @@ func AllTag(r Relation) Tag { return Tag(r.String() + "#all") }
 // Every committed change of a row of r invalidates it.
 func WideTag(r Relation) Tag { return Tag(r.String() + "#*") }
 
+// SchemeTag is carried by every entry of r with row tags over the columns
+// (sorted by name, as in a Scheme). A change whose values for the columns are not
+// all known (an UPDATE under the default replica identity does not send old
+// values) invalidates it: every entry of that scheme goes, whatever its values,
+// while entries of r's other schemes stay precise.
+func SchemeTag(r Relation, columns []string) Tag {
+	var b strings.Builder
+	b.WriteString(r.String())
+	b.WriteString("#(")
+	for i, c := range columns {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(quoteIdent(c))
+	}
+	b.WriteString(")")
+	return Tag(b.String())
+}
+
 // maxRowTagLen bounds the length of a row tag: longer ones keep their relation and
 // columns but hash their values (128-bit xxh3), so a large text or bytea value never
 // makes a large tag. Both sides hash the same way, so they still agree.
@@ -89,7 +108,8 @@ func RowTag(r Relation, columns []string, values []Canonical) Tag {
 	return Tag(s[:head] + "h:" + hex.EncodeToString(sum[:]))
 }
 
-// IsRowTagOf reports whether t is one of r's row tags (not its all or wide tag).
+// IsRowTagOf reports whether t is one of r's row or scheme tags (not its all or
+// wide tag).
 func IsRowTagOf(t Tag, r Relation) bool {
 	prefix := r.String() + "#("
 	return len(t) > len(prefix) && string(t[:len(prefix)]) == prefix
