@@ -292,6 +292,7 @@ func TestCacheFidelity(t *testing.T) {
 	)
 
 	var scans, scanned int // typed scans of the reference, and how many succeeded
+	var fromL2, redisSlow int // reads through the second *sql.DB, and those Redis was too slow for
 	for _, q := range queries {
 		name := q.sql
 		if len(q.args) > 0 {
@@ -343,7 +344,13 @@ func TestCacheFidelity(t *testing.T) {
 			before = stats(t, fromRedis)
 			l2, err := capture(ctx, fromRedis, q.sql, q.args...)
 			after = stats(t, fromRedis)
-			if after.HitsL2 != before.HitsL2+1 || after.HitsL1 != before.HitsL1 {
+			fromL2++
+			switch {
+			case after.Timeouts > before.Timeouts && after.Misses == before.Misses+1:
+				// Redis answered after the lookup's deadline (a loaded machine):
+				// the read went to PostgreSQL, as it must. Counted below.
+				redisSlow++
+			case after.HitsL2 != before.HitsL2+1 || after.HitsL1 != before.HitsL1:
 				t.Fatalf("read through the second *sql.DB: want one Redis hit: before %+v, after %+v", before.Stats, after.Stats)
 			}
 			diffCapture(t, "pgcache from Redis", want, l2, err)
@@ -353,6 +360,9 @@ func TestCacheFidelity(t *testing.T) {
 		return
 	}
 	t.Logf("%d typed scans compared, %d of them successful", scans, scanned)
+	if redisSlow > fromL2/4 {
+		t.Errorf("Redis lookups timed out for %d of %d reads: too many to say the Redis path was compared", redisSlow, fromL2)
+	}
 	if scanned < scans/5 {
 		t.Errorf("only %d of %d typed scans succeeded: the destinations do not fit the types", scanned, scans)
 	}
