@@ -44,34 +44,50 @@ type changeStream struct {
 
 	published atomic.Pointer[map[querycache.Relation]bool]
 
-	health      atomic.Pointer[healthSnapshot]
-	refreshing  atomic.Bool
-	healthEvery time.Duration
+	// health is what Health serves: the stream's health as watchHealth last
+	// computed it, at most healthEvery ago.
+	health atomic.Pointer[querycache.Health]
 }
 
-type healthSnapshot struct {
-	at time.Time
-	h  querycache.Health
-}
+// healthEvery is how often the stream's health is computed for the read path. A
+// cached read asks on every query; a clock read there costs more than the rest
+// of the check on some virtual machines, and the staleness bound (a second by
+// default) does not need finer resolution.
+const healthEvery = 5 * time.Millisecond
 
 // How often the published relations are read again: tables added to a
 // FOR ALL TABLES publication become cacheable this long after their creation.
 const publishedRefresh = 30 * time.Second
 
 func newChangeStream(cfg *Config, rp *readPath) *changeStream {
-	s := &changeStream{cfg: cfg, rp: rp, log: cfg.Logger, done: make(chan struct{}), healthEvery: 5 * time.Millisecond}
-	s.health.Store(&healthSnapshot{})
+	s := &changeStream{cfg: cfg, rp: rp, log: cfg.Logger, done: make(chan struct{})}
+	s.health.Store(&querycache.Health{})
 	return s
 }
 
 // Health implements querycache.HealthSource. It is called on every cached read,
-// so it serves a snapshot at most healthEvery old instead of asking the listener.
-func (s *changeStream) Health() querycache.Health {
-	snap := s.health.Load()
-	if time.Since(snap.at) < s.healthEvery || !s.refreshing.CompareAndSwap(false, true) {
-		return snap.h
+// so it serves what watchHealth computed at most healthEvery ago.
+func (s *changeStream) Health() querycache.Health { return *s.health.Load() }
+
+// watchHealth computes the stream's health every healthEvery until ctx ends,
+// when the stream is no longer healthy.
+func (s *changeStream) watchHealth(ctx context.Context) {
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	for {
+		h := s.currentHealth()
+		s.health.Store(&h)
+		select {
+		case <-ctx.Done():
+			s.health.Store(&querycache.Health{})
+			return
+		case <-tick.C:
+		}
 	}
-	defer s.refreshing.Store(false)
+}
+
+// currentHealth asks the listener (or the shared consumer) how it is.
+func (s *changeStream) currentHealth() querycache.Health {
 	var h querycache.Health
 	if sh := s.shared.Load(); sh != nil {
 		h = sh.Health()
@@ -80,7 +96,6 @@ func (s *changeStream) Health() querycache.Health {
 		h = querycache.Health{Healthy: lh.State == cdc.StateStreaming && !lh.HistoryLost, Lag: lh.LagTime}
 	}
 	h.Healthy = h.Healthy && s.published.Load() != nil
-	s.health.Store(&healthSnapshot{at: time.Now(), h: h})
 	return h
 }
 
@@ -115,10 +130,14 @@ func (s *changeStream) stop() {
 func (s *changeStream) run(ctx context.Context, connConfig *pgx.ConnConfig) {
 	publication := cmp.Or(s.cfg.Publication, cdc.DefaultPublication)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.watchPublication(ctx, connConfig, publication)
+	}()
+	go func() {
+		defer wg.Done()
+		s.watchHealth(ctx)
 	}()
 	if s.sharedSchemes != nil {
 		s.runShared(ctx, connConfig, publication)

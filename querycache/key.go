@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"math"
 	"reflect"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -26,7 +25,6 @@ func (k Key) String() string { return hex.EncodeToString(k[:]) }
 // are never read as keys of this one.
 const keyVersion = 1
 
-var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // isText reports whether pgx sends v as text (or NULL): a string, a named string
 // type, or a pointer to or a driver.Valuer of one.
@@ -71,9 +69,9 @@ func isText(v any) bool {
 // (a date/time parameter reads those as the current time), or is not text where the
 // plan assumed text (Explain lists those). The statement must then not be cached.
 func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
-	bp := keyBufs.Get().(*[]byte)
-	b := (*bp)[:0]
-	b = append(b, keyVersion)
+	// Most keys fit the stack buffer; longer ones grow it onto the heap.
+	var buf [512]byte
+	b := append(buf[:0], keyVersion)
 	b = appendKeyString(b, id.Server)
 	b = appendKeyString(b, id.Database)
 	b = appendKeyString(b, id.Role)
@@ -97,10 +95,6 @@ func (p *Plan) Key(id *Identity, args []driver.NamedValue) (Key, bool) {
 	var k Key
 	if ok {
 		k = xxh3.Hash128(b).Bytes()
-	}
-	if cap(b) <= 64<<10 { // keep pooled buffers small
-		*bp = b
-		keyBufs.Put(bp)
 	}
 	return k, ok
 }
