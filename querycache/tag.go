@@ -59,6 +59,12 @@ func WideTag(r Relation) Tag { return Tag(r.String() + "#*") }
 // while entries of r's other schemes stay precise.
 func SchemeTag(r Relation, columns []string) Tag {
 	var b strings.Builder
+	writeScheme(&b, r, columns)
+	return Tag(b.String())
+}
+
+// writeScheme writes the part that a scheme's tags share: `"s"."r"#("a","b")`.
+func writeScheme(b *strings.Builder, r Relation, columns []string) {
 	b.WriteString(r.String())
 	b.WriteString("#(")
 	for i, c := range columns {
@@ -67,8 +73,7 @@ func SchemeTag(r Relation, columns []string) Tag {
 		}
 		b.WriteString(quoteIdent(c))
 	}
-	b.WriteString(")")
-	return Tag(b.String())
+	b.WriteByte(')')
 }
 
 // maxRowTagLen bounds the length of a row tag: longer ones keep their relation and
@@ -82,15 +87,8 @@ const maxRowTagLen = 160
 // len(values) must equal len(columns).
 func RowTag(r Relation, columns []string, values []Canonical) Tag {
 	var b strings.Builder
-	b.WriteString(r.String())
-	b.WriteString("#(")
-	for i, c := range columns {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(quoteIdent(c))
-	}
-	b.WriteString(")=")
+	writeScheme(&b, r, columns)
+	b.WriteByte('=')
 	head := b.Len()
 	for i, v := range values {
 		if i > 0 {
