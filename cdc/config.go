@@ -2,6 +2,8 @@ package cdc
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +24,41 @@ const (
 	DefaultBackoffMax          = 30 * time.Second
 	DefaultMaxTransactionBytes = 64 << 20
 )
+
+// SlotFor returns the default persistent slot name of a database: replication
+// slots are per server, so caches of two databases of one server need two.
+// "pgcache_" and the database name, when that is a valid slot name (lower case
+// letters, digits and underscores, at most 63 bytes); otherwise the name's valid
+// part and a hash of the whole name.
+func SlotFor(database string) string {
+	name := DefaultSlot + "_" + database
+	valid := len(name) <= 63
+	for _, r := range database {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			valid = false
+			break
+		}
+	}
+	if valid {
+		return name
+	}
+	var b strings.Builder
+	b.WriteString(DefaultSlot + "_")
+	for _, r := range strings.ToLower(database) {
+		if b.Len() >= 45 {
+			break
+		}
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	sum := sha256.Sum256([]byte(database))
+	b.WriteByte('_')
+	b.WriteString(hex.EncodeToString(sum[:4]))
+	return b.String()
+}
 
 // Config configures a Listener. The zero value of every field but ConnString
 // means its default.

@@ -79,3 +79,25 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("delay after many failures = %v, want the cap", got)
 	}
 }
+
+func TestSlotFor(t *testing.T) {
+	for db, want := range map[string]string{
+		"app":      "pgcache_app",
+		"t_3f2a9c": "pgcache_t_3f2a9c",
+	} {
+		if got := SlotFor(db); got != want {
+			t.Errorf("SlotFor(%q) = %q, want %q", db, got, want)
+		}
+	}
+	seen := map[string]string{}
+	for _, db := range []string{"App", "app-1", "app 1", "Ünïcode", strings.Repeat("x", 80), strings.Repeat("x", 81)} {
+		got := SlotFor(db)
+		if len(got) > 63 || strings.Trim(got, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+			t.Errorf("SlotFor(%q) = %q: not a valid slot name", db, got)
+		}
+		if other, ok := seen[got]; ok {
+			t.Errorf("SlotFor(%q) = SlotFor(%q) = %q", db, other, got)
+		}
+		seen[got] = db
+	}
+}

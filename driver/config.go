@@ -90,7 +90,8 @@ type Config struct {
 	// Slot names the persistent replication slot that the elected instance of a
 	// cache shared through Redis consumes. Without Redis every connector uses a
 	// temporary slot of its own.
-	// DSN: pgcache_slot=pgcache. default: "pgcache"
+	// DSN: pgcache_slot=name. default: "pgcache_" and the database name
+	// (cdc.SlotFor)
 	Slot string
 
 	// Follower makes this instance of a shared cache never consume the change

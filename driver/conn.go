@@ -122,6 +122,12 @@ func (c *Conn) afterExec(sql string) {
 	if rp == nil {
 		return
 	}
+	if rp.analyzer.SetsOnly(sql) {
+		// A setting may change the identity (search_path, role), not the data:
+		// no read-your-writes fence.
+		c.sess.current = false
+		return
+	}
 	mayWrite, createsTemp := rp.analyzer.Effects(sql)
 	if createsTemp {
 		c.sess.temp, c.sess.plans = true, nil

@@ -145,6 +145,9 @@ func (c *Connector) buildReadPath() error {
 		MaxLag:      c.cfg.MaxLag,
 		DefaultTTL:  c.cfg.TTL,
 		Limits:      querycache.Limits{MaxRows: c.cfg.MaxRows, MaxBytes: c.cfg.MaxBytes},
+		// The change stream's watermark covers only commits that new snapshots
+		// see (invalidate.Visibility): stamps need not lag it.
+		VisibilityGrace: -1,
 	})
 	if err != nil {
 		if c.ownRedis != nil {

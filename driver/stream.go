@@ -149,9 +149,12 @@ func (s *changeStream) run(ctx context.Context, connConfig *pgx.ConnConfig) {
 
 // runLocal consumes a temporary slot of this connector's own.
 func (s *changeStream) runLocal(ctx context.Context, connConfig *pgx.ConnConfig, publication string) {
+	visibility := invalidate.NewPgVisibility(connConfig)
+	defer visibility.Close()
 	consumer, err := invalidate.NewConsumer(invalidate.ConsumerConfig{
 		Target:         s.rp.cache,
 		Schemes:        s.localSchemes,
+		Visibility:     visibility,
 		OnSchemaChange: s.rp.analyzer.InvalidateCatalog,
 		Logger:         s.log,
 	})
@@ -172,9 +175,19 @@ func (s *changeStream) runLocal(ctx context.Context, connConfig *pgx.ConnConfig,
 		return
 	}
 	s.listener.Store(listener)
-	if err := listener.Run(ctx); ctx.Err() == nil && err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	confirmed := make(chan struct{})
+	go func() {
+		defer close(confirmed)
+		_ = consumer.Run(ctx)
+	}()
+	err = listener.Run(ctx)
+	if ctx.Err() == nil && err != nil {
 		s.giveUp(err)
 	}
+	cancel()
+	<-confirmed
 }
 
 // runShared follows the shared fan-out and campaigns to consume the persistent
@@ -185,7 +198,7 @@ func (s *changeStream) runShared(ctx context.Context, connConfig *pgx.ConnConfig
 		Listener: cdc.Config{
 			Publication:       publication,
 			CreatePublication: true,
-			Slot:              cmp.Or(s.cfg.Slot, cdc.DefaultSlot),
+			Slot:              cmp.Or(s.cfg.Slot, cdc.SlotFor(connConfig.Database)),
 		},
 		Cache:          s.rp.cache,
 		Fanout:         invalidate.FanoutConfig{Client: s.rp.redis, Stream: s.redisNamespace + ":invalidations"},

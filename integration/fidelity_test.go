@@ -291,7 +291,7 @@ func TestCacheFidelity(t *testing.T) {
 		fidelityQuery{sql: `SELECT (c_pair).b, (c_nested).p, c_moods[1] AS m FROM all_custom WHERE id = $1`, args: []any{1}, rows: 1},
 	)
 
-	var scans, scanned int // typed scans of the reference, and how many succeeded
+	var scans, scanned int    // typed scans of the reference, and how many succeeded
 	var fromL2, redisSlow int // reads through the second *sql.DB, and those Redis was too slow for
 	for _, q := range queries {
 		name := q.sql

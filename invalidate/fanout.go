@@ -36,13 +36,17 @@ type Batch struct {
 	// Healthy is the leader's verdict on its own change stream when it sent the
 	// batch: false when it is reconnecting or further behind than allowed.
 	Healthy bool
+	// Pending: the Tags are a commit's at LSN, but the watermark does not pass it
+	// yet; a later batch advances it once the commit is visible to new snapshots
+	// (see Visibility).
+	Pending bool
 	// Sent is the leader's clock when it sent the batch.
 	Sent time.Time
 }
 
-const batchVersion = 1
+const batchVersion = 2 // 2: the pending flag
 
-// Batch wire format (little endian): version u8, flags u8 (1 flush, 2 healthy),
+// Batch wire format (little endian): version u8, flags u8 (1 flush, 2 healthy, 4 pending),
 // epoch u64, seq u64, lsn u64, sent unix-nanos i64, tag count uvarint, then per tag
 // a uvarint length and the bytes.
 func (b *Batch) marshal() []byte {
@@ -57,6 +61,9 @@ func (b *Batch) marshal() []byte {
 	}
 	if b.Healthy {
 		flags |= 2
+	}
+	if b.Pending {
+		flags |= 4
 	}
 	buf = append(buf, batchVersion, flags)
 	buf = binary.LittleEndian.AppendUint64(buf, b.Epoch)
@@ -78,7 +85,7 @@ func unmarshalBatch(p []byte) (Batch, error) {
 	if len(p) < 34 || p[0] != batchVersion {
 		return b, errBadBatch
 	}
-	b.Flush, b.Healthy = p[1]&1 != 0, p[1]&2 != 0
+	b.Flush, b.Healthy, b.Pending = p[1]&1 != 0, p[1]&2 != 0, p[1]&4 != 0
 	b.Epoch = binary.LittleEndian.Uint64(p[2:])
 	b.Seq = binary.LittleEndian.Uint64(p[10:])
 	b.LSN = querycache.LSN(binary.LittleEndian.Uint64(p[18:]))

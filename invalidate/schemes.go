@@ -34,6 +34,9 @@ type Schemes struct {
 
 	mu    sync.RWMutex
 	byRel map[querycache.Relation][]querycache.Scheme
+	// inflight is the end of the transaction the consumer is tagging (see begin),
+	// and from its value when the latest scheme was registered.
+	inflight, from querycache.LSN
 }
 
 // Scheme registry bounds, used when NewSchemes is given zero.
@@ -75,14 +78,29 @@ func (r *Schemes) Register(s querycache.Scheme) bool {
 	}
 	// Copy on write: readers hold the old slice without a lock.
 	r.byRel[s.Relation] = append(slices.Clip(list), querycache.Scheme{Relation: s.Relation, Columns: slices.Clone(s.Columns)})
+	r.from = r.inflight
 	return true
 }
 
-// Activate is Register for the single-process mode, where registering is enough:
-// the consumer reads this registry for every transaction. It implements
-// SchemeRegistry; the scheme is active from the very start.
+// begin is called by the Consumer before it tags a transaction ending at end:
+// a scheme registered from now on may have missed that transaction's tags.
+func (r *Schemes) begin(end querycache.LSN) {
+	r.mu.Lock()
+	r.inflight = max(r.inflight, end)
+	r.mu.Unlock()
+}
+
+// Activate is Register for the single-process mode, where the consumer reads this
+// registry for every transaction. It implements SchemeRegistry. The scheme is
+// active from the end of the transaction the consumer was tagging when the latest
+// scheme was registered: transactions tagged before, without the new scheme's row
+// tags, may not have been visible yet to a reader stamped below that.
 func (r *Schemes) Activate(_ context.Context, s querycache.Scheme, _ querycache.LSN) (querycache.LSN, bool) {
-	return 0, r.Register(s)
+	ok := r.Register(s)
+	r.mu.RLock()
+	from := r.from
+	r.mu.RUnlock()
+	return from, ok
 }
 
 // Of returns the schemes of rel. The slice must not be modified.

@@ -90,10 +90,10 @@ func NewShared(cfg SharedConfig) (*Shared, error) {
 	}
 	cfg.Listener.ConnString = cfg.ConnConfig.ConnString()
 	cfg.Listener.Logger = cfg.Logger
-	name := cfg.Listener.Slot
-	if name == "" {
-		name = cdc.DefaultSlot
+	if cfg.Listener.Slot == "" {
+		cfg.Listener.Slot = cdc.SlotFor(cfg.ConnConfig.Database)
 	}
+	name := cfg.Listener.Slot
 	s := &Shared{cfg: cfg}
 	if !cfg.FollowOnly {
 		e, err := NewElector(ElectorConfig{ConnConfig: cfg.ConnConfig, Name: name, Interval: cfg.ElectionInterval, Logger: cfg.Logger})
@@ -161,10 +161,13 @@ func (s *Shared) lead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	visibility := NewPgVisibility(s.cfg.ConnConfig)
+	defer visibility.Close()
 	consumer, err := NewConsumer(ConsumerConfig{
 		Target:         s.cfg.Cache,
 		Schemes:        s.cfg.Schemes,
 		Publisher:      pub,
+		Visibility:     visibility,
 		OnSchemaChange: s.cfg.OnSchemaChange,
 		Logger:         s.cfg.Logger,
 	})
@@ -180,14 +183,19 @@ func (s *Shared) lead(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	beat := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(beat)
+		defer wg.Done()
 		s.heartbeat(ctx, pub, listener, consumer)
+	}()
+	go func() {
+		defer wg.Done()
+		_ = consumer.Run(ctx)
 	}()
 	err = listener.Run(ctx)
 	cancel()
-	<-beat
+	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -220,6 +228,9 @@ type follower Shared
 
 func (f *follower) Apply(ctx context.Context, b Batch) error {
 	inv := querycache.Invalidation{Flush: b.Flush, Watermark: b.LSN}
+	if b.Pending {
+		inv.Watermark = 0
+	}
 	if len(b.Tags) > 0 {
 		inv.Tags, inv.Commit = b.Tags, b.LSN
 	}

@@ -38,6 +38,7 @@ type stmt struct {
 	textHash     xxh3.Uint128
 	numParams    int  // highest $n
 	createsTemp  bool // creates a temporary object (see Plan.CreatesTemp)
+	setsOnly     bool // SET, RESET or SHOW: session settings, no data
 	occs         []*occurrence
 	levels       []*level
 	conjuncts    []*conjunct
@@ -198,6 +199,7 @@ func parseStatement(sql string) *stmt {
 	sel := node.GetSelectStmt()
 	if sel == nil {
 		st.noteTemp(node)
+		st.setsOnly = node.GetVariableSetStmt() != nil || node.GetVariableShowStmt() != nil
 		st.refuse(ReasonNotSelect, statementKind(node))
 		return st
 	}

@@ -95,8 +95,9 @@ type Config struct {
 	Limits Limits
 	// VisibilityGrace is how far stamps lag the watermark: longer than a committed
 	// transaction takes to become visible to new snapshots after its commit record
-	// was decoded (see watermarkHistory). Negative disables it (for tests that
-	// drive stamps by hand). default: 50ms
+	// was decoded (see watermarkHistory). Negative disables it: for a watermark
+	// that only covers commits known to be visible (invalidate.Visibility, which the
+	// driver uses), and for tests that drive stamps by hand. default: 50ms
 	VisibilityGrace time.Duration
 }
 
@@ -116,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxTTL == 0 {
 		c.MaxTTL = DefaultMaxTTL
+	}
+	if c.VisibilityGrace == 0 {
+		c.VisibilityGrace = DefaultVisibilityGrace
 	}
 	c.Limits = c.Limits.withDefaults()
 	c.L1 = c.L1.withDefaults()

@@ -48,6 +48,7 @@ var pointTags = []Tag{"public.users:id=42"}
 func benchCache(b *testing.B, cfg Config) *Cache {
 	b.Helper()
 	cfg.Health = healthy
+	cfg.VisibilityGrace = -1
 	c, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)

@@ -14,7 +14,9 @@ import (
 func ExampleCache() {
 	ctx := context.Background()
 	health := querycache.HealthFunc(func() querycache.Health { return querycache.Health{Healthy: true} })
-	cache, err := querycache.New(querycache.Config{Health: health})
+	// The watermark covers only commits visible to new snapshots (as the
+	// driver's change stream confirms), so stamps need not lag it.
+	cache, err := querycache.New(querycache.Config{Health: health, VisibilityGrace: -1})
 	if err != nil {
 		panic(err)
 	}
@@ -62,7 +64,7 @@ func ExampleCache() {
 func ExampleCache_staleFill() {
 	ctx := context.Background()
 	health := querycache.HealthFunc(func() querycache.Health { return querycache.Health{Healthy: true} })
-	cache, _ := querycache.New(querycache.Config{Health: health})
+	cache, _ := querycache.New(querycache.Config{Health: health, VisibilityGrace: -1})
 	defer cache.Close()
 	_ = cache.Apply(ctx, querycache.Invalidation{Watermark: 100})
 	tags := []querycache.Tag{"public.users:id=42"}

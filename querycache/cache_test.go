@@ -18,14 +18,40 @@ type switchableHealth struct{ h atomic.Pointer[Health] }
 func (s *switchableHealth) set(h Health)   { s.h.Store(&h) }
 func (s *switchableHealth) Health() Health { return *s.h.Load() }
 
+// newTestCache is New for tests, which drive stamps by hand: without a visibility
+// grace unless cfg sets one.
 func newTestCache(t *testing.T, cfg Config) *Cache {
 	t.Helper()
+	if cfg.VisibilityGrace == 0 {
+		cfg.VisibilityGrace = -1
+	}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestVisibilityGraceDefault: without a setting, stamps lag the watermark by
+// DefaultVisibilityGrace, so a fill stamped right after an invalidation of its tags
+// is born invalid.
+func TestVisibilityGraceDefault(t *testing.T) {
+	c, err := New(Config{Health: healthy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.cfg.VisibilityGrace != DefaultVisibilityGrace {
+		t.Fatalf("grace %v", c.cfg.VisibilityGrace)
+	}
+	ctx := context.Background()
+	if err := c.Apply(ctx, Invalidation{Tags: []Tag{"t"}, Commit: 10, Watermark: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stamp(); st.Watermark >= 10 {
+		t.Fatalf("stamp %d taken at once covers the commit at 10", st.Watermark)
+	}
 }
 
 func TestCacheDefaultIsPassThrough(t *testing.T) {
@@ -266,7 +292,7 @@ func TestTieredWriteQueue(t *testing.T) {
 }
 
 func TestCacheClose(t *testing.T) {
-	c, err := New(Config{Health: healthy, Redis: sharedRedisClient(t), RedisConfig: RedisConfig{Prefix: "c" + randomHex(4)}})
+	c, err := New(Config{Health: healthy, Redis: sharedRedisClient(t), RedisConfig: RedisConfig{Prefix: "c" + randomHex(4)}, VisibilityGrace: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

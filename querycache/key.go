@@ -25,7 +25,6 @@ func (k Key) String() string { return hex.EncodeToString(k[:]) }
 // are never read as keys of this one.
 const keyVersion = 1
 
-
 // isText reports whether pgx sends v as text (or NULL): a string, a named string
 // type, or a pointer to or a driver.Valuer of one.
 func isText(v any) bool {

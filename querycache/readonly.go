@@ -11,6 +11,10 @@ func (a *Analyzer) MayWrite(sql string) bool {
 	return mayWrite
 }
 
+// SetsOnly reports a SET, RESET or SHOW statement: it may change the session's
+// settings (search_path, role, ...), but writes no data.
+func (a *Analyzer) SetsOnly(sql string) bool { return a.statement(sql).st.setsOnly }
+
 // Effects is MayWrite, and whether the statement creates a temporary object (whose
 // name may shadow a relation others read: see Session.TempObjects).
 func (a *Analyzer) Effects(sql string) (mayWrite, createsTemp bool) {

@@ -29,3 +29,25 @@ func TestMayWrite(t *testing.T) {
 		}
 	}
 }
+
+func TestSetsOnly(t *testing.T) {
+	a, err := querycache.NewAnalyzer(querycache.AnalyzerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sql, want := range map[string]bool{
+		"SET search_path = x":                          true,
+		"SET LOCAL statement_timeout = 5":              true,
+		"RESET ROLE":                                   true,
+		"SHOW TimeZone":                                true,
+		"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE": true,
+		"SELECT set_config('search_path', 'x', false)": false, // a function: it may write as well
+		"UPDATE t SET x = 1":                           false,
+		"SET search_path = x; DELETE FROM t":           false,
+		"SELEC oops":                                   false,
+	} {
+		if got := a.SetsOnly(sql); got != want {
+			t.Errorf("SetsOnly(%q) = %v, want %v", sql, got, want)
+		}
+	}
+}

@@ -28,8 +28,9 @@ func faultCache(t *testing.T, client redis.UniversalClient) *Cache {
 			GetTimeout: 50 * time.Millisecond, SetTimeout: 100 * time.Millisecond, ApplyTimeout: time.Second,
 			Breaker: BreakerConfig{Failures: 3, Cooldown: 200 * time.Millisecond, MaxCooldown: 400 * time.Millisecond},
 		},
-		Tiered: TieredConfig{WriteQueue: -1},
-		Health: healthy,
+		Tiered:          TieredConfig{WriteQueue: -1},
+		Health:          healthy,
+		VisibilityGrace: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func TestRedisFaults(t *testing.T) {
 		opts.Password = "wrong"
 		bad := redis.NewClient(opts)
 		t.Cleanup(func() { bad.Close() })
-		c, err := New(Config{Redis: bad, Health: healthy, Tiered: TieredConfig{WriteQueue: -1},
+		c, err := New(Config{Redis: bad, Health: healthy, Tiered: TieredConfig{WriteQueue: -1}, VisibilityGrace: -1,
 			RedisConfig: RedisConfig{Breaker: BreakerConfig{Failures: 2, Cooldown: time.Minute}}})
 		if err != nil {
 			t.Fatal(err)

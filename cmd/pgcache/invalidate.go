@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -36,7 +37,7 @@ func runInvalidate(ctx context.Context, stdout io.Writer, args []string) error {
 	dsn := fs.String("dsn", "", "PostgreSQL connection string (a role with REPLICATION)")
 	redisURL := fs.String("redis", "", "Redis URL shared with the application: redis://host:6379/0")
 	namespace := fs.String("namespace", "", "Redis namespace (default: the driver's, pgcache:<database>)")
-	slot := fs.String("slot", cdc.DefaultSlot, "persistent replication slot")
+	slot := fs.String("slot", "", "persistent replication slot (default: the driver's, pgcache_<database>)")
 	publication := fs.String("publication", cdc.DefaultPublication, "publication (created FOR ALL TABLES when missing and allowed)")
 	status := fs.Duration("status", 10*time.Second, "how often to log the consumer's state (0: never)")
 	fs.Usage = func() {
@@ -91,7 +92,7 @@ func runInvalidate(ctx context.Context, stdout io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("pgcache invalidate: starting", "database", connConfig.Database, "namespace", ns, "slot", *slot, "publication", *publication)
+	log.Info("pgcache invalidate: starting", "database", connConfig.Database, "namespace", ns, "slot", cmp.Or(*slot, cdc.SlotFor(connConfig.Database)), "publication", *publication)
 	done := make(chan struct{})
 	if *status > 0 {
 		go func() {
