@@ -1,12 +1,14 @@
 package invalidate
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -297,7 +299,25 @@ func Follow(ctx context.Context, cfg FanoutConfig, h FollowHandler) error {
 			Streams: []string{cfg.Stream, pos}, Count: 1000, Block: cfg.Block,
 		}).Result()
 		if errors.Is(err, redis.Nil) {
-			continue // nothing new within Block
+			// Nothing new within Block. The stream may have been recreated
+			// (Redis restarted empty, a failover) with entries whose ids are below
+			// pos, which XREAD would skip forever: look at its last entry.
+			// (An id equal to pos may be a new entry too, made in the same
+			// millisecond: then it holds another batch.)
+			lb, id, err := lastBatch(ctx, cfg)
+			switch {
+			case err != nil:
+				if err := fail(err.Error()); err != nil {
+					return err
+				}
+			case pos != "0-0" && (id == "" || compareStreamIDs(id, pos) < 0 ||
+				id == pos && (lb.Epoch != last.Epoch || lb.Seq != last.Seq)):
+				if err := h.Lost(ctx, "the fan-out stream was recreated"); err != nil {
+					return err
+				}
+				pos = ""
+			}
+			continue
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -343,4 +363,24 @@ func gap(last, b Batch) string {
 		return fmt.Sprintf("fan-out gap: batch %d after %d", b.Seq, last.Seq)
 	}
 	return ""
+}
+
+// compareStreamIDs orders two Redis stream entry ids ("ms-seq"); a malformed one
+// sorts first.
+func compareStreamIDs(a, b string) int {
+	parse := func(id string) (uint64, uint64) {
+		ms, seq, _ := strings.Cut(id, "-")
+		m, err1 := strconv.ParseUint(ms, 10, 64)
+		q, err2 := strconv.ParseUint(seq, 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0
+		}
+		return m, q
+	}
+	am, aq := parse(a)
+	bm, bq := parse(b)
+	if c := cmp.Compare(am, bm); c != 0 {
+		return c
+	}
+	return cmp.Compare(aq, bq)
 }

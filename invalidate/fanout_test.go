@@ -8,12 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pgcache/pgcache/pgcachetest"
 	"github.com/pgcache/pgcache/querycache"
 )
 
 func TestBatchWireFormat(t *testing.T) {
-	in := Batch{Epoch: 7, Seq: 42, LSN: 0x16B3748, Flush: true, Healthy: true,
+	in := Batch{Epoch: 7, Seq: 42, LSN: 0x16B3748, Flush: true, Healthy: true, Pending: true,
 		Tags: []querycache.Tag{"a", "", "public.users\x00id\x00\x01\x02"}, Sent: time.Unix(1700000000, 123)}
 	out, err := unmarshalBatch(in.marshal())
 	if err != nil {
@@ -186,6 +188,44 @@ func TestFanout(t *testing.T) {
 	if !reflect.DeepEqual(lsns, want) {
 		t.Errorf("LSNs applied %v, want %v", lsns, want)
 	}
+}
+
+// TestFanoutRecreatedBelow: the stream is recreated with entry ids below the
+// follower's position (Redis restarted empty on a clock behind the old one, say),
+// which XREAD would skip forever: the follower reports the loss and follows the
+// new stream.
+func TestFanoutRecreatedBelow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client, err := pgcachetest.SharedRedis(t).Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	cfg := FanoutConfig{Client: client, Stream: fmt.Sprintf("test:{fanout-%d}", time.Now().UnixNano()), Block: 100 * time.Millisecond}
+	pub, err := NewPublisher(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, Batch{LSN: 10}); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	go func() { _ = Follow(followCtx, cfg, rec) }()
+	rec.waitFor(t, "the last batch", func(b []Batch, _ []string) bool { return len(b) == 1 })
+
+	if err := client.Del(ctx, cfg.Stream).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := Batch{Epoch: 99, Seq: 1, LSN: 5, Healthy: true}
+	if err := client.XAdd(ctx, &redis.XAddArgs{Stream: cfg.Stream, ID: "1-1", Values: []any{"b", b.marshal()}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "the loss and the new stream's batch", func(b []Batch, lost []string) bool {
+		return len(lost) == 1 && len(b) == 2 && b[1].Epoch == 99
+	})
 }
 
 // TestFanoutRedisOutage stops Redis under a follower: it reports the loss once and
