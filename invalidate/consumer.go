@@ -67,9 +67,19 @@ const maxPending = 1 << 16
 
 // pendingCommit is a commit whose tags are applied, waiting for its transaction
 // to be visible before the watermark passes end. xid 0: nothing to wait for.
+// failed: applying its tags failed somewhere (Redis), so only the in-process
+// watermark may pass it (a store that missed the tags is then behind the readers
+// and refuses them); the listener delivers the transaction again.
 type pendingCommit struct {
-	xid uint32
-	end querycache.LSN
+	xid    uint32
+	end    querycache.LSN
+	failed bool
+}
+
+// localTarget is a Target that can advance the in-process watermark alone
+// (*querycache.Cache).
+type localTarget interface {
+	ApplyLocal(ctx context.Context, inv querycache.Invalidation) error
 }
 
 // Consumer is the change stream's consumer (a cdc.ProgressConsumer): it turns
@@ -142,14 +152,13 @@ func (c *Consumer) Apply(ctx context.Context, tx *cdc.Transaction) error {
 	if err := c.waitRoom(ctx); err != nil {
 		return err
 	}
+	var err error
 	if len(inv.Tags) > 0 || inv.Flush {
-		if err := c.apply(ctx, inv, true); err != nil {
-			return err
-		}
+		err = c.apply(ctx, inv, true)
 	}
 	c.setApplied(end)
-	c.enqueue(pendingCommit{xid: tx.Xid, end: end})
-	return nil
+	c.enqueue(pendingCommit{xid: tx.Xid, end: end, failed: err != nil})
+	return err
 }
 
 // HistoryLost flushes everything: changes may have been missed.
@@ -324,6 +333,7 @@ func (c *Consumer) confirm(ctx context.Context) (more bool, err error) {
 		}
 	}
 	n := 0 // confirmed commits at the head
+	failed := false
 	for _, p := range batch {
 		if p.xid != 0 {
 			if !visible[0] {
@@ -331,7 +341,14 @@ func (c *Consumer) confirm(ctx context.Context) (more bool, err error) {
 			}
 			visible = visible[1:]
 		}
+		if p.failed && n > 0 {
+			break // the commits before it advance everything; it, only the local watermark
+		}
 		n++
+		if p.failed {
+			failed = true
+			break
+		}
 	}
 	if n == 0 {
 		return true, nil
@@ -345,12 +362,16 @@ func (c *Consumer) confirm(ctx context.Context) (more bool, err error) {
 	}
 	c.mu.Unlock()
 	w := batch[n-1].end
-	err = c.cfg.Target.Apply(ctx, querycache.Invalidation{Watermark: w})
-	if err == nil && c.cfg.Publisher != nil {
-		err = c.cfg.Publisher.Publish(ctx, Batch{LSN: w, Healthy: true})
-	}
-	if err == nil && w > querycache.LSN(c.watermark.Load()) {
-		c.watermark.Store(uint64(w))
+	if lt, ok := c.cfg.Target.(localTarget); ok && failed {
+		err = lt.ApplyLocal(ctx, querycache.Invalidation{Watermark: w})
+	} else if !failed {
+		err = c.cfg.Target.Apply(ctx, querycache.Invalidation{Watermark: w})
+		if err == nil && c.cfg.Publisher != nil {
+			err = c.cfg.Publisher.Publish(ctx, Batch{LSN: w, Healthy: true})
+		}
+		if err == nil && w > querycache.LSN(c.watermark.Load()) {
+			c.watermark.Store(uint64(w))
+		}
 	}
 	c.applyMu.Unlock()
 	if err != nil {

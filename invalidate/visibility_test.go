@@ -2,6 +2,7 @@ package invalidate
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -193,5 +194,64 @@ func TestSchemeActiveFromInflight(t *testing.T) {
 	r.begin(210)
 	if from, _ := r.Activate(context.Background(), byOrg, 0); from != 110 {
 		t.Fatalf("a known scheme keeps its start: %d", from)
+	}
+}
+
+// failingTarget fails every invalidation with tags, as a full Redis does, and
+// records what reaches the in-process watermark alone.
+type failingTarget struct {
+	recordingTarget
+	local []querycache.LSN
+}
+
+func (f *failingTarget) Apply(ctx context.Context, inv querycache.Invalidation) error {
+	if len(inv.Tags) > 0 {
+		return errors.New("OOM")
+	}
+	return f.recordingTarget.Apply(ctx, inv)
+}
+
+func (f *failingTarget) ApplyLocal(_ context.Context, inv querycache.Invalidation) error {
+	f.mu.Lock()
+	f.local = append(f.local, inv.Watermark)
+	f.mu.Unlock()
+	return nil
+}
+
+// TestConsumerFailedTags: a commit whose tags could not be applied everywhere
+// still moves the in-process watermark once visible (so a store that missed the
+// tags is behind the readers and refuses them), never the watermark the consumer
+// publishes, and Apply reports the failure so the commit is delivered again.
+func TestConsumerFailedTags(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	target := &failingTarget{}
+	vis := &fakeVisibility{visible: map[uint32]bool{}}
+	c, err := NewConsumer(ConsumerConfig{Target: target, Schemes: NewSchemes(0, 0), Visibility: vis})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Run(ctx) }()
+	tx := &cdc.Transaction{Xid: 700, CommitLSN: 100, EndLSN: 110, Events: []cdc.Event{
+		&cdc.RowChange{Relation: usersRel, Op: cdc.OpInsert, New: []cdc.Value{text("1"), text("7"), text("a@x")}}}}
+	if err := c.Apply(ctx, tx); err == nil {
+		t.Fatal("Apply hid the failure")
+	}
+	vis.show(700)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		target.mu.Lock()
+		local := slices.Clone(target.local)
+		target.mu.Unlock()
+		if slices.Equal(local, []querycache.LSN{110}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("in-process watermark advances: %v", local)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if w := c.Watermark(); w != 0 {
+		t.Fatalf("published watermark %d passed a commit whose tags failed", w)
 	}
 }
