@@ -106,6 +106,8 @@ type Listener struct {
 	historyLost   string // reason of a loss the consumer has not yet acknowledged
 	historyLosses int
 	unapplied     []time.Time // commit times of received, unapplied transactions, oldest first
+
+	progress chan struct{} // RequestProgress was called
 }
 
 // NewListener validates cfg (filling its defaults) and returns a listener that
@@ -124,6 +126,7 @@ func NewListener(cfg Config, c Consumer) (*Listener, error) {
 		consumer: c,
 		log:      cfg.Logger,
 		asm:      newAssembler(cfg.MaxTransactionBytes),
+		progress: make(chan struct{}, 1),
 		state:    StateStarting,
 		since:    time.Now(),
 	}, nil
@@ -437,6 +440,7 @@ func (l *Listener) sendStatus(ctx context.Context, s *stream) error {
 	defer ticker.Stop()
 	var last time.Time
 	var throttled <-chan time.Time
+	replyRequested := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -451,13 +455,28 @@ func (l *Listener) sendStatus(ctx context.Context, s *stream) error {
 		case <-throttled:
 		case <-s.reply:
 		case <-ticker.C:
+		case <-l.progress:
+			replyRequested = true
 		}
 		throttled = nil
 		last = time.Now()
 		ack := pglogrepl.LSN(l.applied.Load())
-		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: ack}); err != nil {
+		status := pglogrepl.StandbyStatusUpdate{WALWritePosition: ack, ReplyRequested: replyRequested}
+		replyRequested = false
+		if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, status); err != nil {
 			return fmt.Errorf("cdc: send status: %w", err)
 		}
+	}
+}
+
+// RequestProgress asks the server for a keepalive now. Its position lets an idle
+// stream report progress (ProgressConsumer) at once, instead of at the server's
+// next keepalive: for a reader waiting for the stream to pass a position it knows
+// has been written (read-your-writes). It does not block.
+func (l *Listener) RequestProgress() {
+	select {
+	case l.progress <- struct{}{}:
+	default:
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -371,4 +372,53 @@ func TestSetupErrors(t *testing.T) {
 		exec(t, db, "SELECT pg_create_logical_replication_slot($1, 'test_decoding')", cfg.Slot)
 		fails(t, cfg, nil, "test_decoding")
 	})
+}
+
+// progressRecorder records the positions an idle stream reports.
+type progressRecorder struct {
+	recorder
+	mu        sync.Mutex
+	positions []cdc.LSN
+}
+
+func (p *progressRecorder) Progress(_ context.Context, applied cdc.LSN) error {
+	p.mu.Lock()
+	p.positions = append(p.positions, applied)
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *progressRecorder) last() cdc.LSN {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.positions) == 0 {
+		return 0
+	}
+	return p.positions[len(p.positions)-1]
+}
+
+// TestRequestProgress: an idle stream asked for progress reports a position past
+// WAL written since (an idle server sends its own keepalives only every
+// wal_sender_timeout / 2).
+func TestRequestProgress(t *testing.T) {
+	dsn := newDatabase(t)
+	db := connect(t, dsn)
+	exec(t, db, "CREATE TABLE t (id int PRIMARY KEY)")
+	rec := &progressRecorder{}
+	r := streaming(t, testConfig(t, dsn), rec)
+	// WAL written after the stream went idle, outside any transaction.
+	var target string
+	if err := db.QueryRow(context.Background(), `SELECT pg_logical_emit_message(false, 'test', 'x')::text`).Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+	want, err := cdc.ParseLSN(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, 5*time.Second, "progress past the message", func() bool {
+		r.RequestProgress()
+		return rec.last() >= want
+	})
+	t.Logf("progress reported %v after the request", time.Since(start).Round(time.Millisecond))
 }

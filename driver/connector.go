@@ -98,6 +98,7 @@ func (c *Connector) buildReadPath() error {
 	}
 	rp := &readPath{filter: filter}
 	c.stream = newChangeStream(c.cfg, rp)
+	rp.requestProgress = c.stream.requestProgress
 	rp.analyzer, err = querycache.NewAnalyzer(querycache.AnalyzerConfig{Published: c.stream.isPublished})
 	if err != nil {
 		return err

@@ -22,6 +22,8 @@ type readPath struct {
 	filter   relationFilter
 	flights  flights
 	fence    fence
+	// requestProgress asks the change stream to report its position now.
+	requestProgress func()
 }
 
 // Bypass reasons of the driver, counted with the cache's own (querycache.Bypass*)
@@ -149,6 +151,8 @@ func (rp *readPath) plan(ctx context.Context, c *Conn, sql string, args []sqldri
 	case !rp.filter.allows(plan.Reads):
 		return nil, bypassFiltered, true
 	case rp.fence.holds(rp.cache.Watermark()):
+		// The stream may be idle past the write: ask it where it is.
+		rp.requestProgress()
 		return nil, bypassFence, true
 	}
 	return plan, "", true

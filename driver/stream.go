@@ -47,6 +47,8 @@ type changeStream struct {
 	// health is what Health serves: the stream's health as watchHealth last
 	// computed it, at most healthEvery ago.
 	health atomic.Pointer[querycache.Health]
+	// lastProgress is when requestProgress last asked (Unix nanoseconds).
+	lastProgress atomic.Int64
 }
 
 // healthEvery is how often the stream's health is computed for the read path. A
@@ -77,6 +79,11 @@ func (s *changeStream) watchHealth(ctx context.Context) {
 	for {
 		h := s.currentHealth()
 		s.health.Store(&h)
+		if s.rp.fence.holds(s.rp.cache.Watermark()) {
+			// A write of this *sql.DB is waiting for the stream to pass it; an
+			// idle stream reports its position only when asked.
+			s.requestProgress()
+		}
 		select {
 		case <-ctx.Done():
 			s.health.Store(&querycache.Health{})
@@ -98,6 +105,25 @@ func (s *changeStream) currentHealth() querycache.Health {
 	h.Healthy = h.Healthy && s.published.Load() != nil
 	return h
 }
+
+// requestProgress asks the listener consuming the stream here (if any) for a
+// keepalive, so an idle stream reports its position now; at most once per
+// progressEvery.
+func (s *changeStream) requestProgress() {
+	now := time.Now().UnixNano()
+	last := s.lastProgress.Load()
+	if now-last < int64(progressEvery) || !s.lastProgress.CompareAndSwap(last, now) {
+		return
+	}
+	if sh := s.shared.Load(); sh != nil {
+		sh.RequestProgress()
+	} else if l := s.listener.Load(); l != nil {
+		l.RequestProgress()
+	}
+}
+
+// progressEvery bounds the rate of requestProgress's keepalive requests.
+const progressEvery = 5 * time.Millisecond
 
 // published reports whether a relation is in the publication, as last read.
 func (s *changeStream) isPublished(r querycache.Relation) bool {

@@ -306,6 +306,7 @@ func Follow(ctx context.Context, cfg FanoutConfig, h FollowHandler) error {
 			// millisecond: then it holds another batch.)
 			lb, id, err := lastBatch(ctx, cfg)
 			switch {
+			case ctx.Err() != nil:
 			case err != nil:
 				if err := fail(err.Error()); err != nil {
 					return err

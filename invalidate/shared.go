@@ -120,6 +120,14 @@ func (s *Shared) Health() querycache.Health {
 	return querycache.Health{Healthy: s.leaderOK.Load() && age < 5*s.cfg.Heartbeat+s.cfg.MaxLag, Lag: age}
 }
 
+// RequestProgress asks the change stream to report progress at once, when this
+// instance leads (see cdc.Listener.RequestProgress).
+func (s *Shared) RequestProgress() {
+	if l := s.listener.Load(); l != nil {
+		l.RequestProgress()
+	}
+}
+
 // LeaderHealth returns the leader's listener health, when this instance leads.
 func (s *Shared) LeaderHealth() (cdc.Health, bool) {
 	if l := s.listener.Load(); l != nil && s.IsLeader() {

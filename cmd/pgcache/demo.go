@@ -39,7 +39,10 @@ func runDemo(ctx context.Context, stdout io.Writer, args []string) error {
 	defer func() { stopAll() }()
 	if *dsn == "" {
 		fmt.Fprintln(stdout, "starting PostgreSQL (wal_level=logical) in a container...")
-		pg, err := pgcachetest.StartPostgres(ctx)
+		// Durable commits, as in production: the test servers' asynchronous
+		// commits reach logical decoding only when the WAL writer flushes them
+		// (up to 200 ms later), which would show as read-your-writes bypasses.
+		pg, err := pgcachetest.StartPostgres(ctx, "synchronous_commit=on")
 		if err != nil {
 			return err
 		}
