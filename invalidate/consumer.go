@@ -276,6 +276,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return nil
 	}
 	var last time.Time
+	failing := false // the last check failed: said once at Warn, then at Debug
 	for {
 		select {
 		case <-ctx.Done():
@@ -295,17 +296,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			switch {
 			case err != nil:
-				c.cfg.Logger.Debug("pgcache: visibility check", "err", err)
+				if !failing {
+					c.cfg.Logger.Warn("pgcache: the watermark cannot advance until this clears (meanwhile fills are born stale and read-your-writes reads bypass the cache)", "err", err)
+				} else {
+					c.cfg.Logger.Debug("pgcache: watermark", "err", err)
+				}
+				failing = true
 				if !sleep(ctx, failedCheckWait) {
 					return ctx.Err()
 				}
 				continue
 			case more:
+				failing = false
 				if !sleep(ctx, notVisibleWait) {
 					return ctx.Err()
 				}
 				continue
 			}
+			failing = false
 			break
 		}
 	}
