@@ -190,6 +190,25 @@ func TestFanout(t *testing.T) {
 	}
 }
 
+// publishAndFollow publishes one batch to cfg's stream and starts a follower,
+// stopped when the test ends, that has applied it.
+func publishAndFollow(ctx context.Context, t *testing.T, cfg FanoutConfig) *recorder {
+	t.Helper()
+	pub, err := NewPublisher(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, Batch{LSN: 10}); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	followCtx, stopFollow := context.WithCancel(ctx)
+	t.Cleanup(stopFollow)
+	go func() { _ = Follow(followCtx, cfg, rec) }()
+	rec.waitFor(t, "the first batch", func(b []Batch, _ []string) bool { return len(b) == 1 })
+	return rec
+}
+
 // TestFanoutRecreatedBelow: the stream is recreated with entry ids below the
 // follower's position (Redis restarted empty on a clock behind the old one, say),
 // which XREAD would skip forever: the follower reports the loss and follows the
@@ -203,18 +222,7 @@ func TestFanoutRecreatedBelow(t *testing.T) {
 	}
 	defer client.Close()
 	cfg := FanoutConfig{Client: client, Stream: fmt.Sprintf("test:{fanout-%d}", time.Now().UnixNano()), Block: 100 * time.Millisecond}
-	pub, err := NewPublisher(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.Publish(ctx, Batch{LSN: 10}); err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	followCtx, stopFollow := context.WithCancel(ctx)
-	defer stopFollow()
-	go func() { _ = Follow(followCtx, cfg, rec) }()
-	rec.waitFor(t, "the last batch", func(b []Batch, _ []string) bool { return len(b) == 1 })
+	rec := publishAndFollow(ctx, t, cfg)
 
 	if err := client.Del(ctx, cfg.Stream).Err(); err != nil {
 		t.Fatal(err)
@@ -244,18 +252,7 @@ func TestFanoutRedisOutage(t *testing.T) {
 	}
 	defer client.Close()
 	cfg := FanoutConfig{Client: client, Block: 100 * time.Millisecond}
-	pub, err := NewPublisher(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.Publish(ctx, Batch{LSN: 1}); err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	followCtx, stopFollow := context.WithCancel(ctx)
-	defer stopFollow()
-	go func() { _ = Follow(followCtx, cfg, rec) }()
-	rec.waitFor(t, "the first batch", func(b []Batch, _ []string) bool { return len(b) == 1 })
+	rec := publishAndFollow(ctx, t, cfg)
 
 	if err := rd.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -264,7 +261,7 @@ func TestFanoutRedisOutage(t *testing.T) {
 	if err := rd.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pub, err = NewPublisher(ctx, cfg)
+	pub, err := NewPublisher(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
