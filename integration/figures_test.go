@@ -382,9 +382,9 @@ func benchCommitToInvalid(b *testing.B, rate int, shared bool) {
 }
 
 // figuresEnsureCached reads row id (figuresPointSQL) through every instance until
-// the read is an L1 hit, so that it is cached there. A fill that follows an
-// invalidation of the row by less than the visibility grace (stamps lag the
-// watermark by it: 50 ms documented) is born invalid, so this may take several
+// the read is an L1 hit, so that it is cached there. A fill stamped before the
+// watermark passed the row's last invalidation (the watermark waits until the
+// commit is visible to new snapshots) is born invalid, so this may take several
 // reads after each probe. Every read must give want.
 func figuresEnsureCached(b *testing.B, ctx context.Context, dbs []*sql.DB, id int, want int64) {
 	b.Helper()
@@ -545,8 +545,8 @@ func (e *figuresEnv) awaitPrecise(b *testing.B, db *sql.DB) {
 }
 
 // applyRounds runs the DO block do, which makes changes row changes, as the
-// iterations and reports the throughput. oneTx says the changes are one transaction, none of which can be
-// applied before it commits.
+// iterations and reports the throughput. oneTx says the changes are one
+// transaction, none of which can be applied before it commits.
 func (e *figuresEnv) applyRounds(b *testing.B, db *sql.DB, gen *pgx.Conn, changes int, oneTx bool, do string) {
 	ctx := e.ctx
 	lsn := func(query string) cdc.LSN {
