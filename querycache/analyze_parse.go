@@ -652,23 +652,7 @@ func valueOf(n *pg.Node) (valueSrc, bool) {
 }
 
 // typeQName returns the name of a (non-array) type as written.
-func typeQName(t *pg.TypeName) (qname, bool) {
-	var parts []string
-	for _, n := range t.GetNames() {
-		s := n.GetString_()
-		if s == nil {
-			return qname{}, false
-		}
-		parts = append(parts, s.Sval)
-	}
-	switch len(parts) {
-	case 1:
-		return qname{name: parts[0]}, true
-	case 2:
-		return qname{schema: parts[0], name: parts[1]}, true
-	}
-	return qname{}, false
-}
+func typeQName(t *pg.TypeName) (qname, bool) { return funcQName(t.GetNames()) }
 
 // opName returns an operator's name as written (OPERATOR(schema.op) or op).
 func opName(name []*pg.Node) (qname, bool) {
@@ -957,6 +941,8 @@ func equalFoldASCII(w, tw string) bool {
 	return true
 }
 
+// funcQName returns a name written as one or two String nodes (name, or
+// schema.name): of a function, or of a type.
 func funcQName(name []*pg.Node) (qname, bool) {
 	var parts []string
 	for _, n := range name {
