@@ -19,7 +19,6 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/driver"
-	"github.com/pgcache/pgcache/pgcachetest"
 )
 
 // The figures of precise invalidation, measured end to end against the real
@@ -90,15 +89,7 @@ func newFiguresEnv(b *testing.B, rows int) *figuresEnv {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	b.Cleanup(cancel)
-	pg := pgcachetest.SharedPostgres(b)
-	dsn := pg.NewDatabase(b)
-	// The container's own address skips Docker's port proxy, which would add to
-	// every round trip.
-	if direct, err := pg.DirectURL(ctx, dsn); err == nil {
-		dsn = direct
-	} else {
-		b.Logf("PostgreSQL through its published port: %v", err)
-	}
+	dsn := directDatabase(b, ctx)
 	admin := openDB(b, "pgx", dsn)
 	mustExec(b, admin,
 		`CREATE TABLE kv (id int PRIMARY KEY, v bigint NOT NULL)`,
@@ -147,19 +138,7 @@ func (e *figuresEnv) open(b *testing.B, shared bool, n int) []*sql.DB {
 // possible), naming figuresRedisDB.
 func figuresRedisURL(b *testing.B, ctx context.Context) string {
 	b.Helper()
-	rd := pgcachetest.SharedRedis(b)
-	raw := rd.URL()
-	if direct, err := rd.DirectURL(ctx); err == nil {
-		raw = direct
-	} else {
-		b.Logf("Redis through its published port: %v", err)
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	u.Path = fmt.Sprintf("/%d", figuresRedisDB)
-	return u.String()
+	return redisURLWithDB(b, directRedisURL(b, ctx), figuresRedisDB)
 }
 
 // writer opens a plain pgx connection with synchronous_commit = on, closed when
